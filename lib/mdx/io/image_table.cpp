@@ -1,0 +1,97 @@
+#include "mdx/io/image_table.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "mdx/util/error.h"
+
+namespace mdx {
+
+namespace {
+std::string shape_text(const std::vector<hsize_t>& dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? "," : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+std::string type_text(const h5::DatasetInfo& i) {
+  if (i.type_class == H5T_INTEGER) return (i.is_signed ? "int" : "uint") + std::to_string(8 * i.type_size);
+  if (i.type_class == H5T_FLOAT) return "float" + std::to_string(8 * i.type_size);
+  if (i.type_class == H5T_STRING) return "string";
+  return "non-numeric";
+}
+}  // namespace
+
+ImageTable::ImageTable(const std::vector<std::string>& paths) : paths_(paths) {
+  if (paths.empty()) throw UsageError("no input table given");
+  for (const auto& path : paths) {
+    Part p;
+    p.path = path;
+    p.file = h5::open_file(path);
+    p.images = h5::open_dataset(p.file, "images", path);
+    h5::DatasetInfo in = h5::info(p.images);
+    if (in.dims.size() != 4 || in.type_class != H5T_INTEGER || in.type_size != 1 || in.is_signed)
+      throw Error(fmt::format("'{}': dataset 'images' is {} {}, expected uint8 [N,H,W,C]", path, type_text(in),
+                              shape_text(in.dims)));
+    auto h = static_cast<int64_t>(in.dims[1]), w = static_cast<int64_t>(in.dims[2]),
+         c = static_cast<int64_t>(in.dims[3]);
+    if (parts_.empty()) {
+      h_ = h, w_ = w, c_ = c;
+    } else if (h != h_ || w != w_ || c != c_) {
+      throw Error(fmt::format("'{}': images are {}x{}x{}, but '{}' has {}x{}x{}; tables read together must agree",
+                              path, h, w, c, paths[0], h_, w_, c_));
+    }
+    p.rows = static_cast<int64_t>(in.dims[0]);
+    bool labelled = h5::has(p.file, "labels");
+    if (labelled) {
+      p.labels = h5::open_dataset(p.file, "labels", path);
+      h5::DatasetInfo li = h5::info(p.labels);
+      if (li.dims.size() != 1 || li.type_class != H5T_INTEGER)
+        throw Error(fmt::format("'{}': dataset 'labels' is {} {}, expected integers [N]", path, type_text(li),
+                                shape_text(li.dims)));
+      if (static_cast<int64_t>(li.dims[0]) != p.rows)
+        throw Error(fmt::format("'{}': {} labels for {} images", path, li.dims[0], p.rows));
+    }
+    if (parts_.empty()) {
+      has_labels_ = labelled;
+      if (labelled && h5::has(p.file, "label_names")) label_names_ = h5::read_strings(p.file, "label_names", path);
+    } else if (labelled != has_labels_) {
+      throw Error(fmt::format("'{}' {} labels but '{}' {}; tables read together must agree", path,
+                              labelled ? "has" : "has no", paths[0], has_labels_ ? "has" : "has none"));
+    }
+    for (auto& l : h5::read_history(p.file))
+      if (std::find(history_.begin(), history_.end(), l) == history_.end()) history_.push_back(l);
+    p.offset = size_;
+    size_ += p.rows;
+    parts_.push_back(std::move(p));
+  }
+}
+
+void ImageTable::read(int64_t start, int64_t count, uint8_t* images, int64_t* labels) const {
+  if (start < 0 || count < 0 || start + count > size_)
+    throw Error(fmt::format("rows [{}, {}) are outside the table of {} images", start, start + count, size_));
+  for (const auto& p : parts_) {
+    int64_t lo = std::max(start, p.offset), hi = std::min(start + count, p.offset + p.rows);
+    if (lo >= hi) continue;
+    std::string what = "'images' in '" + p.path + "'";
+    h5::read_rows(p.images, lo - p.offset, hi - lo, H5T_NATIVE_UINT8, images + (lo - start) * image_bytes(), what);
+    if (labels)
+      h5::read_rows(p.labels, lo - p.offset, hi - lo, H5T_NATIVE_INT64, labels + (lo - start),
+                    "'labels' in '" + p.path + "'");
+  }
+}
+
+ImageTableWriter::ImageTableWriter(hid_t file, int64_t height, int64_t width, int64_t channels, bool labels)
+    : images_(file, "images", H5T_NATIVE_UINT8,
+              {static_cast<hsize_t>(height), static_cast<hsize_t>(width), static_cast<hsize_t>(channels)},
+              h5::chunk_rows_for(height * width * channels, 256 << 10), 1) {
+  if (labels) labels_ = std::make_unique<h5::RowWriter>(file, "labels", H5T_NATIVE_INT64, std::vector<hsize_t>{},
+                                                        1 << 15, 1);
+}
+
+void ImageTableWriter::append(const uint8_t* images, const int64_t* labels, int64_t count) {
+  images_.append(images, count);
+  if (labels_) labels_->append(labels, count);
+}
+
+}  // namespace mdx

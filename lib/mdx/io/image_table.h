@@ -1,0 +1,56 @@
+// The image table of SPEC "Files": `images` uint8 [N,H,W,C], optional `labels` int64 [N] and
+// `label_names`. Several files read as one concatenated table; reads go by row ranges so memory
+// stays flat however large the table.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mdx/io/hdf5.h"
+
+namespace mdx {
+
+class ImageTable {
+ public:
+  explicit ImageTable(const std::vector<std::string>& paths);
+
+  int64_t size() const { return size_; }
+  int64_t height() const { return h_; }
+  int64_t width() const { return w_; }
+  int64_t channels() const { return c_; }
+  int64_t image_bytes() const { return h_ * w_ * c_; }
+  bool has_labels() const { return has_labels_; }
+  const std::vector<std::string>& label_names() const { return label_names_; }
+  const std::vector<std::string>& paths() const { return paths_; }
+  // Union of the files' history lines, in file order.
+  const std::vector<std::string>& history() const { return history_; }
+
+  // Rows [start, start+count) of the concatenated table; `labels` may be null.
+  void read(int64_t start, int64_t count, uint8_t* images, int64_t* labels) const;
+
+ private:
+  struct Part {
+    std::string path;
+    h5::Handle file, images, labels;
+    int64_t offset = 0, rows = 0;
+  };
+  std::vector<Part> parts_;
+  std::vector<std::string> paths_, label_names_, history_;
+  int64_t size_ = 0, h_ = 0, w_ = 0, c_ = 0;
+  bool has_labels_ = false;
+};
+
+// Streams an image table into an open file: append blocks of images (and labels) as they come.
+class ImageTableWriter {
+ public:
+  ImageTableWriter(hid_t file, int64_t height, int64_t width, int64_t channels, bool labels);
+  void append(const uint8_t* images, const int64_t* labels, int64_t count);
+  int64_t rows() const { return static_cast<int64_t>(images_.rows()); }
+
+ private:
+  h5::RowWriter images_;
+  std::unique_ptr<h5::RowWriter> labels_;
+};
+
+}  // namespace mdx

@@ -1,0 +1,51 @@
+// l-DAE's patch-wise PCA tokenizer (Chen et al. 2024, "Deconstructing Denoising Diffusion Models
+// for Self-Supervised Learning", sec. 4): a basis of p x p x C patches fitted by eigen-decomposition
+// of their covariance, in float64. The latent of a patch x is V_d (x - mu); V_d holds the first
+// d rows of the full basis V (rows sorted by decreasing variance).
+#pragma once
+#include <hdf5.h>
+#include <torch/types.h>
+
+#include <string>
+
+namespace mdx {
+
+struct PcaTokenizer {
+  int64_t patch = 0, channels = 0, dim = 0;
+  at::Tensor mean;                // float64 [D]
+  at::Tensor components;          // float64 [D, D], row k = k-th principal direction
+  at::Tensor explained_variance;  // float64 [D], decreasing
+
+  int64_t token_dim() const { return patch * patch * channels; }
+  double explained_ratio(int64_t d) const;  // share of total variance in the first d components
+
+  // [..., D] -> [..., dim] float32: V_d (x - mu).
+  at::Tensor encode(const at::Tensor& patches) const;
+  // [..., dim] -> [..., D] float32: V_d^T z + mu.
+  at::Tensor decode(const at::Tensor& latents) const;
+
+  static PcaTokenizer load(const std::string& path);
+  void save(hid_t file) const;  // datasets and attributes of SPEC "Files"
+};
+
+// Streams rows of patches and accumulates their float64 sum and sum of outer products.
+class CovarianceAccumulator {
+ public:
+  explicit CovarianceAccumulator(int64_t dim);
+  void add(const at::Tensor& rows);  // [n, D], any floating type
+  int64_t count() const { return count_; }
+  at::Tensor mean() const;                    // [D]
+  at::Tensor covariance(bool center) const;  // [D, D], divided by n - 1 (numpy.cov's default)
+
+ private:
+  at::Tensor sum_, outer_;
+  int64_t count_ = 0;
+};
+
+// Eigen-decomposition of the accumulated covariance: components sorted by decreasing variance,
+// each with its largest-magnitude entry positive (a deterministic sign). dim = 0 chooses the
+// smallest d whose explained-variance ratio reaches `variance`.
+PcaTokenizer fit_pca(const CovarianceAccumulator& acc, bool center, int64_t patch, int64_t channels, int64_t dim,
+                     double variance);
+
+}  // namespace mdx

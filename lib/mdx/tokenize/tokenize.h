@@ -1,0 +1,36 @@
+// mdx-tokenize as a library function: image files, class folders, IDX files or image tables ->
+// one canonical image table (optionally with the PCA latents of every patch).
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <string>
+#include <vector>
+
+#include "mdx/util/provenance.h"
+
+namespace mdx {
+
+struct TokenizeOptions {
+  std::vector<std::string> inputs;
+  std::string output;
+  std::string labels;     // IDX labels file (for IDX image input)
+  std::string size;       // "N" or "HxW"; empty: keep the source size
+  std::string fit = "crop";
+  int channels = 0;       // 0: as the source (IDX 1, tables theirs, files: 1 if gray else 3)
+  int64_t limit = 0;      // 0: no limit
+  std::string shard;      // "I/N"
+  std::string tokenizer;  // PCA tokenizer file: also store `tokens`
+  bool skip_bad = false;
+  int jobs = 0;           // decoding threads; 0: one per core
+  int64_t block = 512;    // images decoded and written per step
+
+  void add_to(CLI::App& app);
+  void validate() const;
+};
+
+// Parses "N" or "HxW" (throws UsageError).
+std::pair<int64_t, int64_t> parse_size(const std::string& text);
+
+void tokenize(const TokenizeOptions& opt, Provenance& prov);
+
+}  // namespace mdx

@@ -1,0 +1,60 @@
+#include "mdx/util/output.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "mdx/util/error.h"
+
+namespace mdx {
+
+bool same_file(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  if (stat(a.c_str(), &sa) != 0 || stat(b.c_str(), &sb) != 0) return false;
+  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+std::string lowercase_extension(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  auto dot = path.find_last_of('.');
+  if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return "";
+  std::string ext = path.substr(dot);
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  return ext;
+}
+
+AtomicOutput::AtomicOutput(std::string path, const std::vector<std::string>& inputs) : path_(std::move(path)) {
+  if (path_.empty()) throw UsageError("an output file name is required (-o)");
+  for (const auto& in : inputs)
+    if (same_file(in, path_) || in == path_)
+      throw Error("output '" + path_ + "' is also an input; refusing to overwrite an input");
+  auto slash = path_.find_last_of('/');
+  std::string dir = slash == std::string::npos ? "." : path_.substr(0, slash + 1);
+  std::string base = slash == std::string::npos ? path_ : path_.substr(slash + 1);
+  if (base.empty()) throw Error("output '" + path_ + "' names a directory, not a file");
+  struct stat st;
+  if (stat(path_.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    throw Error("output '" + path_ + "' is a directory");
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw Error("cannot write '" + path_ + "': directory '" + dir + "' does not exist");
+  if (access(dir.c_str(), W_OK) != 0)
+    throw Error("cannot write '" + path_ + "': directory '" + dir + "' is not writable");
+  temp_ = (slash == std::string::npos ? std::string() : path_.substr(0, slash + 1)) + "." + base + ".tmp" +
+          std::to_string(getpid());
+}
+
+AtomicOutput::~AtomicOutput() {
+  if (!committed_) std::remove(temp_.c_str());
+}
+
+void AtomicOutput::commit() {
+  if (std::rename(temp_.c_str(), path_.c_str()) != 0)
+    throw Error("cannot rename '" + temp_ + "' to '" + path_ + "': " + std::strerror(errno));
+  committed_ = true;
+}
+
+}  // namespace mdx

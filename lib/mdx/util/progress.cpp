@@ -1,0 +1,71 @@
+#include "mdx/util/progress.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <ctime>
+
+#include "mdx/util/log.h"
+#include "mdx/util/signal.h"
+
+namespace mdx {
+
+Progress::Progress(std::string what, int64_t total, std::string unit)
+    : what_(std::move(what)), unit_(std::move(unit)), total_(total),
+      tty_(isatty(STDERR_FILENO) == 1), enabled_(!quiet()),
+      start_(std::chrono::steady_clock::now()), last_draw_(start_) {}
+
+Progress::~Progress() {
+  if (tty_ && enabled_ && !finished_ && done_ > 0) std::fputc('\n', stderr);
+}
+
+void Progress::advance(int64_t n) {
+  check_interrupt();
+  done_ += n;
+  if (!enabled_) return;
+  auto now = std::chrono::steady_clock::now();
+  double since = std::chrono::duration<double>(now - last_draw_).count();
+  if (tty_) {
+    if (since >= 0.1 || done_ >= total_) draw(false);
+  } else {
+    int decile = total_ > 0 ? static_cast<int>(10 * done_ / total_) : 0;
+    if (decile > last_decile_ || since >= 60.0) {
+      last_decile_ = decile;
+      draw(false);
+    }
+  }
+}
+
+void Progress::finish() {
+  if (finished_) return;
+  finished_ = true;
+  if (enabled_ && (tty_ || drawn_ != done_)) draw(true);
+}
+
+void Progress::draw(bool final) {
+  auto now = std::chrono::steady_clock::now();
+  last_draw_ = now;
+  drawn_ = done_;
+  double elapsed = std::chrono::duration<double>(now - start_).count();
+  double rate = elapsed > 0 ? done_ / elapsed : 0.0;
+  double frac = total_ > 0 ? static_cast<double>(done_) / total_ : 1.0;
+  if (tty_) {
+    const int width = 30;
+    int fill = static_cast<int>(frac * width + 0.5);
+    std::string bar(fill, '#');
+    bar.resize(width, '.');
+    std::fprintf(stderr, "\r%s: %s [%s] %3.0f%% %lld/%lld %.0f %s/s%s", program_name().c_str(), what_.c_str(),
+                 bar.c_str(), 100 * frac, static_cast<long long>(done_), static_cast<long long>(total_), rate,
+                 unit_.c_str(), final ? "\n" : "");
+  } else {
+    char stamp[32];
+    std::time_t t = std::time(nullptr);
+    std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", std::localtime(&t));
+    std::fprintf(stderr, "%s: %s %s %3.0f%% %lld/%lld %s, %.0f %s/s, %.1f s\n", program_name().c_str(), stamp,
+                 what_.c_str(), 100 * frac, static_cast<long long>(done_), static_cast<long long>(total_),
+                 unit_.c_str(), rate, unit_.c_str(), elapsed);
+  }
+  std::fflush(stderr);
+}
+
+}  // namespace mdx

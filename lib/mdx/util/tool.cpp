@@ -1,0 +1,116 @@
+#include "mdx/util/tool.h"
+
+#include <H5Epublic.h>
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "mdx/util/error.h"
+#include "mdx/util/log.h"
+#include "mdx/util/signal.h"
+
+namespace mdx {
+
+void CommonOptions::add_to(CLI::App& app) {
+  app.add_option("--seed", seed, "random seed; same seed, input and device give the same output")
+      ->capture_default_str();
+  app.add_option("--device", device, "auto | cpu | cuda | cuda:N")->capture_default_str();
+  app.add_option("--threads", threads, "CPU threads (0: LibTorch's default)")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("-q,--quiet", quiet, "no log or progress lines on stderr (errors are still printed)");
+}
+
+std::pair<int64_t, int64_t> Shard::range(int64_t n) const {
+  return {n * index / count, n * (index + 1) / count};
+}
+
+Shard parse_shard(const std::string& text) {
+  Shard s;
+  auto slash = text.find('/');
+  try {
+    if (slash == std::string::npos) throw std::invalid_argument("");
+    size_t a = 0, b = 0;
+    s.index = std::stoll(text.substr(0, slash), &a);
+    s.count = std::stoll(text.substr(slash + 1), &b);
+    if (a != slash || b != text.size() - slash - 1) throw std::invalid_argument("");
+  } catch (const std::exception&) {
+    throw UsageError("--shard expects I/N (part I of N, 0-based), got '" + text + "'");
+  }
+  if (s.count < 1 || s.index < 0 || s.index >= s.count)
+    throw UsageError("--shard " + text + ": need 0 <= I < N");
+  return s;
+}
+
+std::string resolve_device(const std::string& device) {
+  if (device == "auto") return torch::cuda::is_available() ? "cuda" : "cpu";
+  if (device == "cpu") return device;
+  if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
+    if (!torch::cuda::is_available())
+      throw Error("--device " + device + ": this LibTorch build sees no CUDA device");
+    return device;
+  }
+  throw UsageError("--device must be auto, cpu, cuda or cuda:N, got '" + device + "'");
+}
+
+Tool::Tool(std::string name, std::string usage) : name_(std::move(name)), app_(usage, name_) {
+  app_.set_help_flag("-h,--help", "print this help and exit");
+  app_.set_version_flag("--version", name_ + " " + version() + " (" + git_commit() + "), LibTorch " +
+                                         libtorch_version(),
+                        "print the version (with the git commit) and exit");
+  app_.set_config("--config", "", "read options from a TOML file (keys are the long option names)");
+  app_.get_formatter()->column_width(34);
+  common_.add_to(app_);
+}
+
+int Tool::run(int argc, char** argv, const std::function<void(Provenance&)>& body) {
+  set_program_name(name_);
+  try {
+    app_.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app_.help();
+    return 0;
+  } catch (const CLI::CallForVersion&) {
+    std::cout << app_.version() << "\n";
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "%s: error: %s\nTry '%s --help' for more information.\n", name_.c_str(), e.what(),
+                 name_.c_str());
+    return 2;
+  }
+  set_quiet(common_.quiet);
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // HDF5 errors become our own one-line messages
+  install_signal_handlers();
+  try {
+    if (common_.threads > 0) torch::set_num_threads(common_.threads);
+    Provenance prov;
+    prov.tool = name_;
+    for (int i = 0; i < argc; ++i) prov.command += (i ? " " : "") + shell_quote(argv[i]);
+    prov.options = app_.config_to_str(true, false);
+    prov.seed = common_.seed;
+    prov.device = resolve_device(common_.device);
+    prov.created = utc_now_iso8601();
+    body(prov);
+    return 0;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "%s: error: %s\nTry '%s --help' for more information.\n", name_.c_str(), e.what(),
+                 name_.c_str());
+    return 2;
+  } catch (const Interrupted& e) {
+    std::fprintf(stderr, "%s: %s; no output written\n", name_.c_str(), e.what());
+    return 128 + e.signal();
+  } catch (const c10::Error& e) {
+    // LibTorch messages carry a C++ backtrace after the first line: keep the first line only.
+    std::string what = e.what_without_backtrace();
+    std::fprintf(stderr, "%s: error: %s\n", name_.c_str(), what.substr(0, what.find('\n')).c_str());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "%s: error: out of memory\n", name_.c_str());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", name_.c_str(), e.what());
+    return 1;
+  }
+}
+
+}  // namespace mdx
