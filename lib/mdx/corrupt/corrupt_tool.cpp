@@ -1,0 +1,276 @@
+#include "mdx/corrupt/corrupt_tool.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "mdx/corrupt/objective.h"
+#include "mdx/io/decode.h"
+#include "mdx/io/hdf5.h"
+#include "mdx/io/image_table.h"
+#include "mdx/io/png.h"
+#include "mdx/tokenize/patches.h"
+#include "mdx/tokenize/pca.h"
+#include "mdx/util/error.h"
+#include "mdx/util/log.h"
+#include "mdx/util/output.h"
+#include "mdx/util/torch_compat.h"
+
+namespace mdx {
+
+void CorruptOptions::add_to(CLI::App& app) {
+  app.add_option("inputs", inputs, "image table(s) (HDF5) or image files")->required();
+  app.add_option("-o,--output", output, "grid.png, or corrupted.h5 (images, masks, timesteps)")->required();
+  app.add_option("--objective", objective, "umd | mae | ldae | dit")->capture_default_str();
+  app.add_option("--schedule", schedule,
+                 "noise schedule: linear | cosine | ldae-gamma | ldae-sigma | single "
+                 "(default: umd cosine, dit linear, ldae ldae-gamma)");
+  app.add_option("--timesteps", timesteps, "number of diffusion timesteps T")->capture_default_str();
+  app.add_option("--t", t, "timesteps to show, comma-separated (default 0,250,500,750,999)")->delimiter(',');
+  app.add_option("--mask-policy", mask_policy, "fixed | mage | lmd-cosine | lmd-piecewise | lmd-linear")
+      ->capture_default_str();
+  app.add_option("--mask-ratio", mask_ratio, "mask ratios to show under the fixed policy (default 0.75)")
+      ->delimiter(',');
+  app.add_option("--noisy-mask-ratio", noisy_mask_ratio, "UMD's noisy-step mask ratio")->capture_default_str();
+  app.add_option("--draws", draws, "ratios drawn under the mage policy")->capture_default_str();
+  app.add_option("--progress", progress,
+                 "training progress (0..1) at which LMD's ratio is shown (default 0,0.2,0.4,0.6,0.8,1)")
+      ->delimiter(',');
+  app.add_option("--patch", patch, "patch size p (a masked token is a p x p patch)")->capture_default_str();
+  app.add_option("--tokenizer", tokenizer, "PCA tokenizer from mdx-pca-fit (ldae; sets the patch size)");
+  app.add_option("--count", count, "images (rows)")->capture_default_str();
+  app.add_option("--first", first, "index of the first image in the table")->capture_default_str();
+  app.add_option("--zoom", zoom, "pixel repetition in the PNG (0: cells of at least 64 px)")->capture_default_str();
+  app.add_flag("--no-original", no_original, "leave out the clean image column");
+}
+
+void CorruptOptions::validate() const {
+  parse_objective(objective);
+  if (!schedule.empty()) parse_schedule(schedule);
+  parse_mask_policy(mask_policy);
+  if (timesteps < 1) throw UsageError("--timesteps must be at least 1");
+  for (auto v : t)
+    if (v < 0 || v >= timesteps) throw UsageError(fmt::format("--t {} is outside [0, {}]", v, timesteps - 1));
+  for (auto r : mask_ratio)
+    if (!(r >= 0 && r <= 1)) throw UsageError(fmt::format("--mask-ratio {} is outside [0, 1]", r));
+  for (auto p : progress)
+    if (!(p >= 0 && p <= 1)) throw UsageError(fmt::format("--progress {} is outside [0, 1]", p));
+  if (!(noisy_mask_ratio >= 0 && noisy_mask_ratio <= 1)) throw UsageError("--noisy-mask-ratio must lie in [0, 1]");
+  if (draws < 1) throw UsageError("--draws must be at least 1");
+  if (patch < 1) throw UsageError("--patch must be at least 1");
+  if (count < 1) throw UsageError("--count must be at least 1");
+  if (first < 0) throw UsageError("--first must be >= 0");
+  if (zoom < 0) throw UsageError("--zoom must be >= 0");
+  auto ext = lowercase_extension(output);
+  if (ext != ".png" && ext != ".h5" && ext != ".hdf5")
+    throw UsageError("-o must end in .png (a grid) or .h5/.hdf5 (data), got '" + output + "'");
+}
+
+namespace {
+
+struct Column {
+  int64_t t;     // -1: no noise
+  double ratio;  // 0: no mask
+  std::string label;
+};
+
+// The columns an objective shows: the ratio columns of masked objectives, the t columns of
+// noising ones (UMD has both: its representation step, then its noisy steps).
+std::vector<Column> columns_for(const CorruptOptions& opt, const ObjectiveConfig& cfg, at::Generator& gen) {
+  std::vector<Column> cols;
+  if (!opt.no_original) cols.push_back({-1, 0.0, "x0"});
+  if (cfg.masks()) {
+    switch (cfg.mask_policy) {
+      case MaskPolicy::Fixed:
+        for (double r : opt.mask_ratio.empty() ? std::vector<double>{cfg.mask_ratio} : opt.mask_ratio)
+          cols.push_back({-1, r, fmt::format("mask {:.3f}", r)});
+        break;
+      case MaskPolicy::Mage:
+        for (int64_t i = 0; i < opt.draws; ++i) {
+          double r = mage_ratio(gen);
+          cols.push_back({-1, r, fmt::format("mage mask {:.3f}", r)});
+        }
+        break;
+      default: {
+        const int64_t total = 1000000;
+        for (double p : opt.progress.empty() ? std::vector<double>{0, 0.2, 0.4, 0.6, 0.8, 1.0} : opt.progress) {
+          double r = mask_ratio(cfg.mask_policy, cfg.mask_ratio, static_cast<int64_t>(std::llround(p * total)), total,
+                                gen);
+          cols.push_back({-1, r, fmt::format("{} at {:.2f}: mask {:.3f}", mask_policy_name(cfg.mask_policy), p, r)});
+        }
+      }
+    }
+  }
+  if (cfg.noises()) {
+    double r = cfg.kind == ObjectiveKind::Umd ? cfg.noisy_mask_ratio : 0.0;
+    for (int64_t t : opt.t.empty() ? std::vector<int64_t>{0, 250, 500, 750, 999} : opt.t) {
+      if (t >= cfg.steps) continue;
+      cols.push_back({t, r, r > 0 ? fmt::format("t={} mask {:.3f}", t, r) : fmt::format("t={}", t)});
+    }
+  }
+  return cols;
+}
+
+// The rows to show, as uint8 [R,H,W,C], and their labels (or -1).
+at::Tensor load_rows(const CorruptOptions& opt, Provenance& prov, std::vector<int64_t>& index,
+                     std::vector<int64_t>& labels) {
+  bool files = is_image_file(opt.inputs[0]);
+  for (const auto& in : opt.inputs)
+    if (is_image_file(in) != files) throw UsageError("give either image files or HDF5 tables, not both");
+  for (const auto& in : opt.inputs) prov.add_input(in);
+  if (files) {
+    std::vector<at::Tensor> rows;
+    int64_t n = std::min<int64_t>(opt.count, static_cast<int64_t>(opt.inputs.size()));
+    Image first;
+    for (int64_t i = 0; i < n; ++i) {
+      Image img = decode_image(opt.inputs[i], i == 0 ? 0 : static_cast<int>(first.channels));
+      if (i == 0) first = img;
+      if (img.height != first.height || img.width != first.width)
+        throw Error(fmt::format("'{}' is {}x{}, '{}' is {}x{}: tokenize images to one size first", opt.inputs[i],
+                                img.height, img.width, opt.inputs[0], first.height, first.width));
+      rows.push_back(at::from_blob(img.pixels.data(), {img.height, img.width, img.channels}, at::kByte).clone());
+      index.push_back(i);
+      labels.push_back(-1);
+    }
+    return at::stack(rows);
+  }
+  ImageTable table(opt.inputs);
+  prov.merge_history(table.history());
+  if (opt.first >= table.size())
+    throw Error(fmt::format("--first {} is past the end of the table ({} images)", opt.first, table.size()));
+  int64_t n = std::min(opt.count, table.size() - opt.first);
+  at::Tensor images = at::empty({n, table.height(), table.width(), table.channels()}, at::kByte);
+  labels.assign(n, -1);
+  table.read(opt.first, n, images.data_ptr<uint8_t>(), table.has_labels() ? labels.data() : nullptr);
+  for (int64_t i = 0; i < n; ++i) index.push_back(opt.first + i);
+  return images;
+}
+
+// Colours of masked patches in the grid: dropped from the encoder, or given to it as the mask token.
+const uint8_t kDropped[3] = {40, 100, 220};
+const uint8_t kMaskToken[3] = {235, 140, 20};
+
+}  // namespace
+
+void corrupt(const CorruptOptions& opt, Provenance& prov) {
+  opt.validate();
+  AtomicOutput out(opt.output, opt.inputs);
+  ObjectiveConfig cfg = ObjectiveConfig::defaults(parse_objective(opt.objective));
+  if (!opt.schedule.empty()) cfg.schedule = parse_schedule(opt.schedule);
+  cfg.steps = opt.timesteps;
+  cfg.mask_policy = parse_mask_policy(opt.mask_policy);
+  cfg.noisy_mask_ratio = opt.noisy_mask_ratio;
+  if (cfg.mask_policy != MaskPolicy::Fixed && !cfg.masks())
+    throw UsageError("--mask-policy applies to the masked objectives (umd, mae)");
+
+  std::shared_ptr<const PcaTokenizer> pca;
+  int64_t patch = opt.patch;
+  if (!opt.tokenizer.empty()) {
+    pca = std::make_shared<const PcaTokenizer>(PcaTokenizer::load(opt.tokenizer));
+    patch = pca->patch;
+  }
+  if (cfg.kind != ObjectiveKind::Ldae) pca = nullptr;  // only l-DAE noises in the latent
+  Corruptor corruptor(cfg, pca);
+  at::Generator gen = compat::cpu_generator(prov.seed);
+
+  std::vector<int64_t> index, labels;
+  at::Tensor images = load_rows(opt, prov, index, labels);
+  if (!opt.tokenizer.empty()) prov.add_input(opt.tokenizer);
+  const int64_t R = images.size(0), H = images.size(1), W = images.size(2), C = images.size(3);
+  check_patch(patch, H, W);
+  if (pca && pca->channels != C)
+    throw Error(fmt::format("tokenizer '{}' is for {} channels, the images have {}", opt.tokenizer, pca->channels, C));
+  const int64_t L = (H / patch) * (W / patch);
+  at::Tensor x0 = patchify(to_unit_range(images), patch);
+
+  std::vector<Column> cols = columns_for(opt, cfg, gen);
+  const auto K = static_cast<int64_t>(cols.size());
+  if (K == 0) throw UsageError("nothing to show: no columns");
+  std::vector<at::Tensor> corrupted, masked, dropped;
+  for (const auto& c : cols) {
+    Corrupted k = corruptor.apply(x0, c.t, c.ratio, gen);
+    corrupted.push_back(unpatchify(k.xt, patch, H, W, C));
+    masked.push_back(k.masked);
+    dropped.push_back(k.dropped);
+  }
+  at::Tensor xt = at::stack(corrupted, 1).contiguous();   // [R,K,H,W,C] float
+  at::Tensor mk = at::stack(masked, 1).contiguous();      // [R,K,L] bool
+  at::Tensor dr = at::stack(dropped, 1).contiguous();     // [R,K,L] bool
+  at::Tensor u8 = to_uint8(xt).contiguous();
+
+  std::string col_text;
+  for (const auto& c : cols) col_text += (col_text.empty() ? "" : "; ") + c.label;
+  log("{} rows x {} columns ({}), objective {}, schedule {}, patch {}", R, K, col_text, objective_name(cfg.kind),
+      schedule_name(cfg.schedule), patch);
+
+  if (lowercase_extension(opt.output) == ".png") {
+    const int64_t zoom = opt.zoom > 0 ? opt.zoom : std::max<int64_t>(1, (64 + std::min(H, W) - 1) / std::min(H, W));
+    const int64_t gap = 2, ch = H * zoom, cw = W * zoom;
+    const int64_t GH = R * ch + (R + 1) * gap, GW = K * cw + (K + 1) * gap;
+    std::vector<uint8_t> grid(static_cast<size_t>(GH * GW * 3), 255);
+    auto px = u8.accessor<uint8_t, 5>();
+    auto ma = mk.accessor<bool, 3>();
+    auto da = dr.accessor<bool, 3>();
+    const int64_t gw = W / patch;
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t y = 0; y < ch; ++y)
+          for (int64_t x = 0; x < cw; ++x) {
+            int64_t iy = y / zoom, ix = x / zoom, tok = (iy / patch) * gw + ix / patch;
+            uint8_t* dst = &grid[static_cast<size_t>(((gap + r * (ch + gap) + y) * GW + gap + k * (cw + gap) + x) * 3)];
+            if (ma[r][k][tok]) {
+              const uint8_t* colour = da[r][k][tok] ? kDropped : kMaskToken;
+              std::copy(colour, colour + 3, dst);
+            } else {
+              for (int c = 0; c < 3; ++c) dst[c] = px[r][k][iy][ix][C == 1 ? 0 : c];
+            }
+          }
+    auto text = prov.fields();
+    text.insert(text.begin(), {"Software", std::string("mdx-corrupt ") + version()});
+    text.push_back({"mdx_objective", objective_name(cfg.kind)});
+    text.push_back({"mdx_schedule", schedule_name(cfg.schedule)});
+    text.push_back({"mdx_mask_policy", mask_policy_name(cfg.mask_policy)});
+    text.push_back({"mdx_patch", std::to_string(patch)});
+    text.push_back({"mdx_columns", col_text});
+    text.push_back({"mdx_rows", fmt::format("{}", fmt::join(index, ","))});
+    text.push_back({"mdx_legend", "blue: masked and dropped from the encoder; orange: masked, given to the encoder "
+                                  "as the mask token (MAGE)"});
+    write_png(out.temp_path(), grid.data(), GH, GW, 3, text);
+  } else {
+    h5::Handle f = h5::create_file(out.temp_path());
+    const auto r = static_cast<hsize_t>(R), k = static_cast<hsize_t>(K);
+    const auto h = static_cast<hsize_t>(H), w = static_cast<hsize_t>(W), c = static_cast<hsize_t>(C),
+               l = static_cast<hsize_t>(L);
+    // `images` + `labels` make the file an image table of its own (row r*K + k).
+    h5::write(f, "images", H5T_NATIVE_UINT8, {r * k, h, w, c}, u8.data_ptr<uint8_t>(), true);
+    if (std::any_of(labels.begin(), labels.end(), [](int64_t v) { return v >= 0; })) {
+      std::vector<int64_t> rep;
+      for (int64_t i = 0; i < R; ++i) rep.insert(rep.end(), static_cast<size_t>(K), labels[i]);
+      h5::write(f, "labels", H5T_NATIVE_INT64, {r * k}, rep.data());
+    }
+    at::Tensor xf = xt.to(at::kFloat).contiguous();
+    h5::write(f, "corrupted", H5T_NATIVE_FLOAT, {r, k, h, w, c}, xf.data_ptr<float>(), true);
+    at::Tensor m8 = mk.to(at::kByte).contiguous(), d8 = dr.to(at::kByte).contiguous();
+    h5::write(f, "masked", H5T_NATIVE_UINT8, {r, k, l}, m8.data_ptr<uint8_t>());
+    h5::write(f, "dropped", H5T_NATIVE_UINT8, {r, k, l}, d8.data_ptr<uint8_t>());
+    std::vector<int64_t> ts;
+    std::vector<double> ratios;
+    std::vector<std::string> names;
+    for (const auto& col : cols) ts.push_back(col.t), ratios.push_back(col.ratio), names.push_back(col.label);
+    h5::write(f, "t", H5T_NATIVE_INT64, {k}, ts.data());
+    h5::write(f, "mask_ratio", H5T_NATIVE_DOUBLE, {k}, ratios.data());
+    h5::write_strings(f, "columns", names);
+    h5::write(f, "index", H5T_NATIVE_INT64, {r}, index.data());
+    h5::write_attr(f, "objective", objective_name(cfg.kind));
+    h5::write_attr(f, "schedule", schedule_name(cfg.schedule));
+    h5::write_attr(f, "mask_policy", mask_policy_name(cfg.mask_policy));
+    h5::write_attr(f, "patch", patch);
+    h5::write_provenance(f, prov);
+    h5::close_output(f, opt.output);
+  }
+  out.commit();
+  log("wrote {}", opt.output);
+}
+
+}  // namespace mdx
