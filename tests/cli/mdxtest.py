@@ -1,0 +1,64 @@
+"""Shared helpers of the CLI tests: run a built tool, check its error conventions."""
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+BIN = os.environ.get("MDX_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+SOURCE = os.environ.get("MDX_SOURCE", os.path.join(os.path.dirname(__file__), "..", ".."))
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def write_bytes(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def tool(name):
+    return os.path.join(BIN, name)
+
+
+def run(name, *args, **kw):
+    return subprocess.run([tool(name), *map(str, args)], capture_output=True, text=True, **kw)
+
+
+class ToolTest(unittest.TestCase):
+    """A test case with a scratch directory."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="mdx-cli-")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def path(self, *parts):
+        return os.path.join(self.dir, *parts)
+
+    def ok(self, name, *args):
+        r = run(name, *args)
+        self.assertEqual(r.returncode, 0, f"{name} {args} failed:\n{r.stderr}")
+        return r
+
+    def fails(self, name, *args, code=1, contains=()):
+        """The tool exits `code` with exactly one line `name: error: ...` on stderr."""
+        r = run(name, "--quiet", *args)
+        self.assertEqual(r.returncode, code, f"{name} {args}: exit {r.returncode}, stderr:\n{r.stderr}")
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        if code == 1:
+            self.assertEqual(len(lines), 1, f"expected one error line, got:\n{r.stderr}")
+        self.assertTrue(lines[0].startswith(f"{name}: error: "), r.stderr)
+        for c in contains:
+            self.assertIn(c, r.stderr)
+        return r
+
+    def assertNoOutput(self, path):
+        self.assertFalse(os.path.exists(path), f"{path} was left behind")
+        d = os.path.dirname(path) or "."
+        temps = [f for f in os.listdir(d) if ".tmp" in f]
+        self.assertEqual(temps, [], f"temporary files left behind: {temps}")
