@@ -7,7 +7,9 @@
 
 namespace mdx {
 
-at::Tensor to_unit_range(const at::Tensor& images_u8) { return images_u8.to(at::kFloat).div(127.5).sub_(1.0); }
+at::Tensor to_unit_range(const at::Tensor& images_u8, at::ScalarType type) {
+  return images_u8.to(type).div(127.5).sub_(1.0);
+}
 
 at::Tensor to_uint8(const at::Tensor& x) {
   return x.to(at::kFloat).add(1.0).mul_(127.5).round_().clamp_(0, 255).to(at::kByte);

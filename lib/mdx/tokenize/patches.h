@@ -5,7 +5,8 @@
 
 namespace mdx {
 
-at::Tensor to_unit_range(const at::Tensor& images_u8);  // uint8 [...] -> float32 x/127.5 - 1
+// uint8 [...] -> x/127.5 - 1, in float32 (or `type`)
+at::Tensor to_unit_range(const at::Tensor& images_u8, at::ScalarType type = at::kFloat);
 at::Tensor to_uint8(const at::Tensor& x);               // clamp to [-1, 1], round back to uint8
 
 // [N,H,W,C] -> [N, (H/p)(W/p), p*p*C]. H and W must be multiples of p.

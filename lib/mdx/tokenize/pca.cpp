@@ -169,7 +169,7 @@ void pca_fit(const PcaFitOptions& opt, Provenance& prov) {
     int64_t n = std::min(opt.chunk, table.size() - start);
     table.read(start, n, buf.data(), nullptr);
     at::Tensor images = at::from_blob(buf.data(), {n, table.height(), table.width(), table.channels()}, at::kByte);
-    at::Tensor patches = patchify(to_unit_range(images), opt.patch).reshape({n * L, D});
+    at::Tensor patches = patchify(to_unit_range(images, at::kDouble), opt.patch).reshape({n * L, D});
     if (!all) {
       std::vector<int64_t> rows;
       for (int64_t i = 0; i < n * L; ++i, ++seen)

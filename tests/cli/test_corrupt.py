@@ -1,0 +1,172 @@
+"""mdx-corrupt: what each objective does to images, checked with numpy from the written HDF5 data;
+the PNG grid and its text chunks; determinism; bad inputs."""
+import math
+import os
+import shutil
+import sys
+import tempfile
+import unittest
+
+import h5py
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(__file__))
+from mdxtest import FMNIST, ToolTest, run  # noqa: E402
+
+
+def linear_alpha_bar(T=1000):
+    return np.cumprod(1 - np.linspace(1e-4, 0.02, T, dtype=np.float64))
+
+
+def cosine_alpha_bar(T=1000):
+    f = lambda t: np.cos((t / T + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    betas = np.minimum(1 - f(np.arange(1, T + 1)) / f(np.arange(T)), 0.999)
+    return np.cumprod(1 - betas)
+
+
+def tokens(x, p=4):
+    """[R,H,W,C] -> [R, L, p*p*C] (MAE order)."""
+    r, h, w, c = x.shape
+    return x.reshape(r, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(r, -1, p * p * c)
+
+
+class Corrupt(ToolTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.shared = tempfile.mkdtemp(prefix="mdx-corrupt-")
+        cls.table = os.path.join(cls.shared, "t.h5")
+        r = run("mdx-tokenize", "-q", f"{FMNIST}/t10k-images-idx3-ubyte.gz", "--labels",
+                f"{FMNIST}/t10k-labels-idx1-ubyte.gz", "--limit", 2000, "-o", cls.table)
+        assert r.returncode == 0, r.stderr
+        with h5py.File(cls.table, "r") as f:
+            cls.images = f["images"][:]
+            cls.labels = f["labels"][:]
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.shared, ignore_errors=True)
+
+    def x0(self, first=0, count=8):
+        return self.images[first:first + count].astype(np.float64) / 127.5 - 1
+
+    def corrupt_h5(self, *args):
+        out = self.path("c.h5")
+        self.ok("mdx-corrupt", self.table, "-o", out, *args)
+        return h5py.File(out, "r")
+
+    def test_dit_noise_follows_the_linear_schedule(self):
+        f = self.corrupt_h5("--objective", "dit", "--count", 16, "--t", "0,300,999")
+        np.testing.assert_array_equal(f["t"][:], [-1, 0, 300, 999])
+        x0 = self.x0(count=16)
+        c = f["corrupted"][:]
+        self.assertEqual(c.shape, (16, 4, 28, 28, 1))
+        np.testing.assert_allclose(c[:, 0], x0, atol=1e-6)  # the clean column
+        self.assertFalse(f["masked"][:].any())
+        ab = linear_alpha_bar()
+        for k, t in ((1, 0), (2, 300), (3, 999)):
+            eps = (c[:, k] - math.sqrt(ab[t]) * x0) / math.sqrt(1 - ab[t])
+            self.assertAlmostEqual(eps.mean(), 0, delta=0.05)
+            self.assertAlmostEqual(eps.std(), 1, delta=0.05)
+        # `images` + `labels` form an image table of the R*K cells.
+        self.assertEqual(f["images"].shape, (64, 28, 28, 1))
+        np.testing.assert_array_equal(f["labels"][:], np.repeat(self.labels[:16], 4))
+        np.testing.assert_array_equal(f["index"][:], np.arange(16))
+
+    def test_umd_representation_then_noisy_steps(self):
+        f = self.corrupt_h5("--objective", "umd", "--t", "0,500", "--first", 100)
+        np.testing.assert_array_equal(f["t"][:], [-1, -1, 0, 500])
+        np.testing.assert_allclose(f["mask_ratio"][:], [0, 0.75, 0.375, 0.375])
+        m = f["masked"][:]
+        self.assertEqual(m.shape, (8, 4, 49))
+        np.testing.assert_array_equal(m.sum(2), np.array([[0, 37, 19, 19]] * 8))
+        np.testing.assert_array_equal(f["dropped"][:], m)
+        x0 = self.x0(first=100)
+        c = f["corrupted"][:]
+        # The representation step is clean: visible tokens equal x0.
+        vis = ~m[:, 1].astype(bool)
+        np.testing.assert_allclose(tokens(c[:, 1])[vis], tokens(x0)[vis], atol=1e-6)
+        ab = cosine_alpha_bar()[500]
+        eps = (c[:, 3] - math.sqrt(ab) * x0) / math.sqrt(1 - ab)
+        self.assertAlmostEqual(eps.std(), 1, delta=0.06)
+
+    def test_mae_ratios_and_mage_policy(self):
+        f = self.corrupt_h5("--objective", "mae", "--mask-ratio", "0.5,0.9", "--no-original")
+        np.testing.assert_array_equal(f["masked"][:].sum(2), np.array([[25, 45]] * 8))
+        x0 = self.x0()
+        np.testing.assert_allclose(f["corrupted"][:, 0], x0, atol=1e-6)  # masked tokens keep their values
+        f = self.corrupt_h5("--objective", "mae", "--mask-policy", "mage", "--draws", 3, "--no-original")
+        ratios = f["mask_ratio"][:]
+        self.assertTrue(((ratios >= 0.5) & (ratios <= 1)).all())
+        masked, dropped = f["masked"][:], f["dropped"][:]
+        for k, r in enumerate(ratios):
+            self.assertTrue((masked[:, k].sum(1) == math.ceil(49 * r)).all())
+            self.assertTrue((dropped[:, k].sum(1) == 25).all())
+        self.assertFalse((dropped & ~masked).any())
+        f = self.corrupt_h5("--objective", "mae", "--mask-policy", "lmd-piecewise", "--progress", "0,0.25,1",
+                            "--no-original")
+        np.testing.assert_allclose(f["mask_ratio"][:], [0.15, 0.40, 0.75])
+
+    def test_ldae_noise_stays_in_the_pca_subspace(self):
+        pca = self.path("pca.h5")
+        self.ok("mdx-pca-fit", self.table, "--patch", 4, "--dim", 5, "-o", pca)
+        f = self.corrupt_h5("--objective", "ldae", "--tokenizer", pca, "--t", "0,700")
+        with h5py.File(pca, "r") as p:
+            mean, comps = p["mean"][:], p["components"][:]
+        c = f["corrupted"][:]
+        for k in (1, 2):
+            resid = (tokens(c[:, k]) - mean) @ comps[5:].T  # outside the first 5 components
+            self.assertLess(np.abs(resid).max(), 1e-4)
+        # At t = 0 (gamma = 1, sigma = 0) the input is x0 projected on the subspace.
+        z = (tokens(self.x0()) - mean) @ comps[:5].T
+        np.testing.assert_allclose(tokens(c[:, 1]), z @ comps[:5] + mean, atol=1e-5)
+
+    def test_png_grid_metadata_and_determinism(self):
+        a, b, c = self.path("a.png"), self.path("b.png"), self.path("c.png")
+        self.ok("mdx-corrupt", self.table, "--objective", "umd", "--count", 3, "--seed", 5, "-o", a)
+        self.ok("mdx-corrupt", self.table, "--objective", "umd", "--count", 3, "--seed", 5, "-o", b)
+        self.ok("mdx-corrupt", self.table, "--objective", "umd", "--count", 3, "--seed", 6, "-o", c)
+        ia, ib, ic = Image.open(a), Image.open(b), Image.open(c)
+        for key in ("mdx_tool", "mdx_command", "mdx_seed", "mdx_columns", "mdx_objective", "mdx_schedule",
+                    "history"):
+            self.assertIn(key, ia.text)
+        self.assertEqual(ia.text["mdx_objective"], "umd")
+        self.assertEqual(ia.text["mdx_schedule"], "cosine")
+        self.assertEqual(ia.text["mdx_seed"], "5")
+        self.assertEqual(len(ia.text["history"].splitlines()), 2)
+        # 3 rows, 7 columns (clean, representation, 5 noisy steps) of 28*3 px cells with 2 px gaps.
+        self.assertEqual(ia.size, (7 * 84 + 8 * 2, 3 * 84 + 4 * 2))
+        self.assertEqual(np.asarray(ia).tobytes(), np.asarray(ib).tobytes())
+        self.assertNotEqual(np.asarray(ia).tobytes(), np.asarray(ic).tobytes())
+        # Masked patches are blue; the clean column shows the image itself.
+        px = np.asarray(ia)
+        cell = px[2:86, 2 + 86:2 + 86 + 84]
+        blue = (cell == [40, 100, 220]).all(-1).mean()
+        self.assertAlmostEqual(blue, 37 / 49, delta=0.01)
+        clean = px[2:86:3, 2:86:3, 0]
+        np.testing.assert_array_equal(clean, self.images[0, :, :, 0])
+
+    def test_image_file_input(self):
+        for i in range(2):
+            Image.fromarray(self.images[i, :, :, 0]).save(self.path(f"{i}.png"))
+        out = self.path("f.h5")
+        self.ok("mdx-corrupt", self.path("0.png"), self.path("1.png"), "--objective", "mae", "-o", out)
+        with h5py.File(out, "r") as f:
+            np.testing.assert_allclose(f["corrupted"][:, 0], self.x0(count=2), atol=1e-6)
+
+    def test_bad_inputs(self):
+        out = self.path("x.png")
+        self.fails("mdx-corrupt", self.table, "--objective", "ldae", "-o", out, code=2, contains=("tokenizer",))
+        self.fails("mdx-corrupt", self.table, "-o", self.path("x.jpg"), code=2)
+        self.fails("mdx-corrupt", self.table, "--t", 1000, "-o", out, code=2)
+        self.fails("mdx-corrupt", self.table, "--objective", "dit", "--mask-policy", "mage", "-o", out, code=2)
+        self.fails("mdx-corrupt", self.table, "--patch", 5, "-o", out, contains=("patch size 5",))
+        self.fails("mdx-corrupt", self.table, "--first", 5000, "-o", out, contains=("past the end",))
+        with open(self.path("bad.png"), "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\nshort")
+        self.fails("mdx-corrupt", self.path("bad.png"), "-o", out, contains=("bad.png",))
+        self.assertNoOutput(out)
+
+
+if __name__ == "__main__":
+    unittest.main()
