@@ -12,5 +12,6 @@ int main(int argc, char** argv) {
                  "  mdx-corrupt train.h5 --objective mae --mask-policy lmd-cosine -o lmd.png\n");
   mdx::CorruptOptions opt;
   opt.add_to(tool.app());
+  tool.cpu_only();
   return tool.run(argc, argv, [&](mdx::Provenance& prov) { mdx::corrupt(opt, prov); });
 }

@@ -9,5 +9,6 @@ int main(int argc, char** argv) {
                  "  mdx-pca-fit train.h5 --patch 4 --dim 8 -o pca.h5\n");
   mdx::PcaFitOptions opt;
   opt.add_to(tool.app());
+  tool.cpu_only();
   return tool.run(argc, argv, [&](mdx::Provenance& prov) { mdx::pca_fit(opt, prov); });
 }

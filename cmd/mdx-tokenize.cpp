@@ -11,5 +11,6 @@ int main(int argc, char** argv) {
                  "  mdx-tokenize photos/ --size 64 --channels 3 --shard $SLURM_ARRAY_TASK_ID/8 -o part.h5\n");
   mdx::TokenizeOptions opt;
   opt.add_to(tool.app());
+  tool.cpu_only();
   return tool.run(argc, argv, [&](mdx::Provenance& prov) { mdx::tokenize(opt, prov); });
 }

@@ -27,7 +27,8 @@ void CorruptOptions::add_to(CLI::App& app) {
                  "noise schedule: linear | cosine | ldae-gamma | ldae-sigma | single "
                  "(default: umd cosine, dit linear, ldae ldae-gamma)");
   app.add_option("--timesteps", timesteps, "number of diffusion timesteps T")->capture_default_str();
-  app.add_option("--t", t, "timesteps to show, comma-separated (default 0,250,500,750,999)")->delimiter(',');
+  app.add_option("--t", t, "timesteps to show, comma-separated (default 0,T/4,T/2,3T/4,T-1)")
+      ->delimiter(',');
   app.add_option("--mask-policy", mask_policy, "fixed | mage | lmd-cosine | lmd-piecewise | lmd-linear")
       ->capture_default_str();
   app.add_option("--mask-ratio", mask_ratio, "mask ratios to show under the fixed policy (default 0.75)")
@@ -104,8 +105,8 @@ std::vector<Column> columns_for(const CorruptOptions& opt, const ObjectiveConfig
   }
   if (cfg.noises()) {
     double r = cfg.kind == ObjectiveKind::Umd ? cfg.noisy_mask_ratio : 0.0;
-    for (int64_t t : opt.t.empty() ? std::vector<int64_t>{0, 250, 500, 750, 999} : opt.t) {
-      if (t >= cfg.steps) continue;
+    const int64_t T = cfg.steps;
+    for (int64_t t : opt.t.empty() ? std::vector<int64_t>{0, T / 4, T / 2, 3 * T / 4, T - 1} : opt.t) {
       cols.push_back({t, r, r > 0 ? fmt::format("t={} mask {:.3f}", t, r) : fmt::format("t={}", t)});
     }
   }
@@ -121,14 +122,17 @@ at::Tensor load_rows(const CorruptOptions& opt, Provenance& prov, std::vector<in
   for (const auto& in : opt.inputs) prov.add_input(in);
   if (files) {
     std::vector<at::Tensor> rows;
-    int64_t n = std::min<int64_t>(opt.count, static_cast<int64_t>(opt.inputs.size()));
+    const auto files_given = static_cast<int64_t>(opt.inputs.size());
+    if (opt.first >= files_given)
+      throw Error(fmt::format("--first {} is past the last of the {} image files", opt.first, files_given));
+    int64_t n = std::min<int64_t>(opt.count, files_given - opt.first);
     Image first;
-    for (int64_t i = 0; i < n; ++i) {
-      Image img = decode_image(opt.inputs[i], i == 0 ? 0 : static_cast<int>(first.channels));
-      if (i == 0) first = img;
+    for (int64_t i = opt.first; i < opt.first + n; ++i) {
+      Image img = decode_image(opt.inputs[i], i == opt.first ? 0 : static_cast<int>(first.channels));
+      if (i == opt.first) first = img;
       if (img.height != first.height || img.width != first.width)
         throw Error(fmt::format("'{}' is {}x{}, '{}' is {}x{}: tokenize images to one size first", opt.inputs[i],
-                                img.height, img.width, opt.inputs[0], first.height, first.width));
+                                img.height, img.width, opt.inputs[opt.first], first.height, first.width));
       rows.push_back(at::from_blob(img.pixels.data(), {img.height, img.width, img.channels}, at::kByte).clone());
       index.push_back(i);
       labels.push_back(-1);
@@ -201,8 +205,10 @@ void corrupt(const CorruptOptions& opt, Provenance& prov) {
 
   std::string col_text;
   for (const auto& c : cols) col_text += (col_text.empty() ? "" : "; ") + c.label;
+  // MAE adds no noise: its files say so rather than name an unused schedule.
+  const std::string schedule = cfg.noises() ? schedule_name(cfg.schedule) : "none";
   log("{} rows x {} columns ({}), objective {}, schedule {}, patch {}", R, K, col_text, objective_name(cfg.kind),
-      schedule_name(cfg.schedule), patch);
+      schedule, patch);
 
   if (lowercase_extension(opt.output) == ".png") {
     const int64_t zoom = opt.zoom > 0 ? opt.zoom : std::max<int64_t>(1, (64 + std::min(H, W) - 1) / std::min(H, W));
@@ -229,7 +235,7 @@ void corrupt(const CorruptOptions& opt, Provenance& prov) {
     auto text = prov.fields();
     text.insert(text.begin(), {"Software", std::string("mdx-corrupt ") + version()});
     text.push_back({"mdx_objective", objective_name(cfg.kind)});
-    text.push_back({"mdx_schedule", schedule_name(cfg.schedule)});
+    text.push_back({"mdx_schedule", schedule});
     text.push_back({"mdx_mask_policy", mask_policy_name(cfg.mask_policy)});
     text.push_back({"mdx_patch", std::to_string(patch)});
     text.push_back({"mdx_columns", col_text});
@@ -263,7 +269,7 @@ void corrupt(const CorruptOptions& opt, Provenance& prov) {
     h5::write_strings(f, "columns", names);
     h5::write(f, "index", H5T_NATIVE_INT64, {r}, index.data());
     h5::write_attr(f, "objective", objective_name(cfg.kind));
-    h5::write_attr(f, "schedule", schedule_name(cfg.schedule));
+    h5::write_attr(f, "schedule", schedule);
     h5::write_attr(f, "mask_policy", mask_policy_name(cfg.mask_policy));
     h5::write_attr(f, "patch", patch);
     h5::write_provenance(f, prov);

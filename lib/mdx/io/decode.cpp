@@ -53,6 +53,7 @@ void check_complete(const std::string& path, const std::vector<uint8_t>& b) {
 Image decode_image(const std::string& path, int channels) {
   static const bool silenced = [] {
     cv::utils::logging::setLogLevel(cv::utils::logging::LOG_LEVEL_SILENT);
+    cv::setNumThreads(0);  // callers decode in their own threads; OpenCV's would only spin
     return true;
   }();
   (void)silenced;

@@ -153,6 +153,9 @@ void pca_fit(const PcaFitOptions& opt, Provenance& prov) {
 
   const int64_t L = (table.height() / opt.patch) * (table.width() / opt.patch);
   const int64_t D = opt.patch * opt.patch * table.channels();
+  if (opt.dim > D)
+    throw Error(fmt::format("--dim {} exceeds the {} values of a {}x{}x{} patch", opt.dim, D, opt.patch, opt.patch,
+                            table.channels()));
   const int64_t total = table.size() * L;
   const bool all = opt.samples == 0 || opt.samples >= total;
   int64_t wanted = all ? total : opt.samples, seen = 0, taken = 0;

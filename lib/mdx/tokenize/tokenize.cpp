@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <memory>
 #include <thread>
@@ -51,6 +52,8 @@ void TokenizeOptions::add_to(CLI::App& app) {
       ->required();
   app.add_option("-o,--output", output, "image table to write (HDF5)")->required();
   app.add_option("--labels", labels, "IDX labels file for an IDX images input");
+  app.add_option("--label-names", label_names, "class names, comma-separated, in label order (IDX files have none)")
+      ->delimiter(',');
   app.add_option("--size", size, "output size, N or HxW (default: the first image's size)");
   app.add_option("--fit", fit, "how --size is reached: crop (cover, centre crop), stretch, pad")
       ->capture_default_str();
@@ -71,6 +74,10 @@ void TokenizeOptions::validate() const {
   if (limit < 0) throw UsageError("--limit must be >= 0");
   if (jobs < 0) throw UsageError("--jobs must be >= 0");
   if (block < 1) throw UsageError("--block must be at least 1");
+  if (!label_names.empty() && labels.empty())
+    for (const auto& in : inputs)
+      if (!is_image_file(in) && !fs::is_directory(in) && !(fs::is_regular_file(in) && H5Fis_hdf5(in.c_str()) > 0))
+        throw UsageError("--label-names goes with labelled input (--labels for an IDX file)");
 }
 
 namespace {
@@ -83,6 +90,7 @@ struct Item {
   Image image;
   int64_t label = -1;
   std::string error;  // non-empty: the item could not be read
+  bool fatal = false; // the error is not a bad file (--skip-bad does not apply)
   std::string name;   // file name for messages
 };
 
@@ -110,6 +118,9 @@ class Source {
   // The native geometry (channels already resolved against `channels`, 0 = natural).
   virtual Geometry probe(int channels) = 0;
   virtual void read(int64_t start, int64_t count, const Geometry& g, bool resize, Fit fit, std::vector<Item>& out) = 0;
+  // Whether read() may run while the main thread writes HDF5 (the serial HDF5 library is not
+  // thread-safe, so table sources may not).
+  virtual bool reads_beside_writer() const { return true; }
 };
 
 class IdxSource : public Source {
@@ -168,6 +179,7 @@ class TableSource : public Source {
   std::vector<std::string> label_names() const override { return table_.label_names(); }
   std::vector<std::string> history() const override { return table_.history(); }
   const char* kind() const override { return "table"; }
+  bool reads_beside_writer() const override { return false; }
   Geometry probe(int channels) override {
     return {table_.height(), table_.width(), channels ? channels : table_.channels()};
   }
@@ -260,10 +272,18 @@ class FileSource : public Source {
         const auto& e = entries_[start + i];
         out[i].name = e.path;
         out[i].label = e.label;
+        Image img;
         try {
-          out[i].image = conform(decode_image(e.path, static_cast<int>(g.channels)), g, resize, fit, e.path);
+          img = decode_image(e.path, static_cast<int>(g.channels));
         } catch (const std::exception& err) {
           out[i].error = err.what();
+          continue;
+        }
+        try {
+          out[i].image = conform(std::move(img), g, resize, fit, e.path);
+        } catch (const std::exception& err) {
+          out[i].error = err.what();
+          out[i].fatal = true;
         }
       }
     };
@@ -359,18 +379,26 @@ void tokenize(const TokenizeOptions& opt, Provenance& prov) {
   }
 
   std::vector<std::string> skipped;
-  std::vector<Item> items;
+  std::vector<Item> items, next;
   std::vector<uint8_t> px;
   std::vector<int64_t> lb;
+  auto read_block = [&](int64_t start, std::vector<Item>& into) {
+    src->read(start, std::min(opt.block, end - start), g, resize, fit, into);
+  };
+  if (begin < end) read_block(begin, items);
   Progress progress("tokenizing", end - begin, "images");
   for (int64_t start = begin; start < end; start += opt.block) {
-    int64_t count = std::min(opt.block, end - start);
-    src->read(start, count, g, resize, fit, items);
+    const int64_t count = std::min(opt.block, end - start), following = start + opt.block;
+    // Decode the next block while this one is compressed and written.
+    std::future<void> ahead;
+    if (following < end && src->reads_beside_writer())
+      ahead = std::async(std::launch::async, [&, following] { read_block(following, next); });
     px.clear();
     lb.clear();
     for (auto& it : items) {
       if (!it.error.empty()) {
-        if (!opt.skip_bad) throw Error(it.error + (src->kind() == std::string("files") ? " (--skip-bad skips such files)" : ""));
+        if (it.fatal || !opt.skip_bad)
+          throw Error(it.error + (it.fatal || src->kind() != std::string("files") ? "" : " (--skip-bad skips such files)"));
         warn("skipping: {}", it.error);
         skipped.push_back(it.name);
         continue;
@@ -385,12 +413,20 @@ void tokenize(const TokenizeOptions& opt, Provenance& prov) {
       at::Tensor z = tok->encode(patchify(to_unit_range(images), tok->patch)).contiguous();
       tokens->append(z.data_ptr<float>(), good);
     }
+    if (following < end) {
+      if (ahead.valid()) ahead.get();
+      else read_block(following, next);
+    }
+    std::swap(items, next);
     progress.advance(count);
   }
   progress.finish();
   if (writer.rows() == 0) throw Error("no images were written (all inputs were skipped or empty)");
+  if (!opt.label_names.empty() && !src->labelled())
+    throw UsageError("--label-names given, but the input has no labels");
 
-  if (src->labelled() && !src->label_names().empty()) h5::write_strings(file, "label_names", src->label_names());
+  std::vector<std::string> names = opt.label_names.empty() ? src->label_names() : opt.label_names;
+  if (src->labelled() && !names.empty()) h5::write_strings(file, "label_names", names);
   h5::write_attr(file, "source", std::string(src->kind()));
   h5::write_attr(file, "skipped", static_cast<int64_t>(skipped.size()));
   if (!skipped.empty()) h5::write_strings(file, "skipped_files", skipped);

@@ -14,6 +14,7 @@ struct TokenizeOptions {
   std::vector<std::string> inputs;
   std::string output;
   std::string labels;     // IDX labels file (for IDX image input)
+  std::vector<std::string> label_names;  // overrides the source's class names
   std::string size;       // "N" or "HxW"; empty: keep the source size
   std::string fit = "crop";
   int channels = 0;       // 0: as the source (IDX 1, tables theirs, files: 1 if gray else 3)

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "mdx/util/error.h"
+#include "mdx/util/signal.h"
 
 namespace mdx {
 
@@ -52,6 +53,7 @@ AtomicOutput::~AtomicOutput() {
 }
 
 void AtomicOutput::commit() {
+  check_interrupt();  // a run interrupted at any point leaves no output under the final name
   if (std::rename(temp_.c_str(), path_.c_str()) != 0)
     throw Error("cannot rename '" + temp_ + "' to '" + path_ + "': " + std::strerror(errno));
   committed_ = true;

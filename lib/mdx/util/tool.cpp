@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <sstream>
 
 #include "mdx/util/error.h"
 #include "mdx/util/log.h"
@@ -17,8 +18,8 @@ void CommonOptions::add_to(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--device", device, "auto | cpu | cuda | cuda:N")->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0: LibTorch's default)")->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  app.add_flag("-q,--quiet", quiet, "no log or progress lines on stderr (errors are still printed)");
+      ->check(CLI::Range(0, 4096));
+  app.add_flag("-q,--quiet", quiet, "no log or progress lines on stderr (warnings and errors are still printed)");
 }
 
 std::pair<int64_t, int64_t> Shard::range(int64_t n) const {
@@ -53,18 +54,32 @@ std::string resolve_device(const std::string& device) {
   throw UsageError("--device must be auto, cpu, cuda or cuda:N, got '" + device + "'");
 }
 
+namespace {
+// The options as a TOML config that replays the run through --config: every option with its
+// value; empty ones (whose default is empty) are left out, since `key=""` would not read back.
+std::string effective_options(const CLI::App& app) {
+  std::istringstream in(app.config_to_str(true, false));
+  std::string out;
+  for (std::string line; std::getline(in, line);)
+    if (line.size() < 3 || line.compare(line.size() - 3, 3, "=\"\"") != 0) out += line + "\n";
+  return out;
+}
+}  // namespace
+
 Tool::Tool(std::string name, std::string usage) : name_(std::move(name)), app_(usage, name_) {
   app_.set_help_flag("-h,--help", "print this help and exit");
   app_.set_version_flag("--version", name_ + " " + version() + " (" + git_commit() + "), LibTorch " +
                                          libtorch_version(),
                         "print the version (with the git commit) and exit");
   app_.set_config("--config", "", "read options from a TOML file (keys are the long option names)");
+  app_.allow_config_extras(false);  // a misspelt key in a config file is an error, not ignored
   app_.get_formatter()->column_width(34);
   common_.add_to(app_);
 }
 
 int Tool::run(int argc, char** argv, const std::function<void(Provenance&)>& body) {
   set_program_name(name_);
+  install_signal_handlers();  // before anything is written, so no signal can leave a partial file
   try {
     app_.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -80,15 +95,14 @@ int Tool::run(int argc, char** argv, const std::function<void(Provenance&)>& bod
   }
   set_quiet(common_.quiet);
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // HDF5 errors become our own one-line messages
-  install_signal_handlers();
   try {
     if (common_.threads > 0) torch::set_num_threads(common_.threads);
     Provenance prov;
     prov.tool = name_;
     for (int i = 0; i < argc; ++i) prov.command += (i ? " " : "") + shell_quote(argv[i]);
-    prov.options = app_.config_to_str(true, false);
+    prov.options = effective_options(app_);
     prov.seed = common_.seed;
-    prov.device = resolve_device(common_.device);
+    prov.device = cpu_only_ ? "cpu" : resolve_device(common_.device);
     prov.created = utc_now_iso8601();
     body(prov);
     return 0;

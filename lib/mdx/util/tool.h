@@ -34,6 +34,8 @@ class Tool {
   // `usage` is what --help prints above the options: what the tool does, and a worked example.
   Tool(std::string name, std::string usage);
   CLI::App& app() { return app_; }
+  // The tool computes on the CPU whatever --device says (the data stages); provenance says so.
+  void cpu_only() { cpu_only_ = true; }
   const CommonOptions& common() const { return common_; }
 
   // Parses argv, sets up logging, threads and signals, runs body(provenance), maps exceptions to
@@ -44,6 +46,7 @@ class Tool {
   std::string name_;
   CLI::App app_;
   CommonOptions common_;
+  bool cpu_only_ = false;
 };
 
 // The device string resolved: "auto" becomes "cuda" when LibTorch sees a GPU, else "cpu".

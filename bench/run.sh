@@ -1,0 +1,9 @@
+#!/bin/sh
+# make bench: every benchmark prints its ratios against a baseline measured in the same run.
+set -e
+here=$(cd "$(dirname "$0")" && pwd)
+PYTHON=${PYTHON:-/usr/bin/python3}
+MDX_BIN=${MDX_BIN:-$here/../build}
+export MDX_BIN
+echo "== mdx-tokenize: JPEG folder -> table, against PIL + numpy + h5py"
+"$PYTHON" "$here/tokenize_bench.py" --bin "$MDX_BIN"
