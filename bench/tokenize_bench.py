@@ -23,17 +23,21 @@ from PIL import Image
 root, out = sys.argv[1], sys.argv[2]
 classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
 files = [(os.path.join(root, c, f), k) for k, c in enumerate(classes) for f in sorted(os.listdir(os.path.join(root, c)))]
-first = np.asarray(Image.open(files[0][0]).convert("RGB"))
+import zlib
+block = 512
 with h5py.File(out, "w") as h:
     n = len(files)
-    chunk = max(1, (256 << 10) // first.nbytes)
-    images = h.create_dataset("images", (n,) + first.shape, np.uint8, chunks=(chunk,) + first.shape,
-                              compression="gzip", compression_opts=1)
-    labels = h.create_dataset("labels", (n,), np.int64)
-    block = 512
+    images = labels = None
     for s in range(0, n, block):
         part = files[s:s + block]
-        images[s:s + len(part)] = np.stack([np.asarray(Image.open(p).convert("RGB")) for p, _ in part])
+        batch = np.stack([np.asarray(Image.open(p).convert("RGB")) for p, _ in part])
+        if images is None:  # the same format as mdx-tokenize: deflate only where it pays
+            raw = batch.tobytes()[: 1 << 20]
+            gz = dict(compression="gzip", compression_opts=1) if len(zlib.compress(raw, 1)) < 0.8 * len(raw) else {}
+            chunk = max(1, (256 << 10) // batch[0].nbytes)
+            images = h.create_dataset("images", (n,) + batch.shape[1:], np.uint8, chunks=(chunk,) + batch.shape[1:], **gz)
+            labels = h.create_dataset("labels", (n,), np.int64)
+        images[s:s + len(part)] = batch
         labels[s:s + len(part)] = [k for _, k in part]
 """
 

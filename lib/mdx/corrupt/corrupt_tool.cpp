@@ -28,16 +28,19 @@ void CorruptOptions::add_to(CLI::App& app) {
                  "(default: umd cosine, dit linear, ldae ldae-gamma)");
   app.add_option("--timesteps", timesteps, "number of diffusion timesteps T")->capture_default_str();
   app.add_option("--t", t, "timesteps to show, comma-separated (default 0,T/4,T/2,3T/4,T-1)")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->allow_extra_args(false);
   app.add_option("--mask-policy", mask_policy, "fixed | mage | lmd-cosine | lmd-piecewise | lmd-linear")
       ->capture_default_str();
   app.add_option("--mask-ratio", mask_ratio, "mask ratios to show under the fixed policy (default 0.75)")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->allow_extra_args(false);
   app.add_option("--noisy-mask-ratio", noisy_mask_ratio, "UMD's noisy-step mask ratio")->capture_default_str();
   app.add_option("--draws", draws, "ratios drawn under the mage policy")->capture_default_str();
   app.add_option("--progress", progress,
                  "training progress (0..1) at which LMD's ratio is shown (default 0,0.2,0.4,0.6,0.8,1)")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->allow_extra_args(false);
   app.add_option("--patch", patch, "patch size p (a masked token is a p x p patch)")->capture_default_str();
   app.add_option("--tokenizer", tokenizer, "PCA tokenizer from mdx-pca-fit (ldae; sets the patch size)");
   app.add_option("--count", count, "images (rows)")->capture_default_str();

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <zlib.h>
+
 #include <algorithm>
 
 #include "mdx/util/error.h"
@@ -81,16 +83,31 @@ void ImageTable::read(int64_t start, int64_t count, uint8_t* images, int64_t* la
   }
 }
 
+bool deflate_pays(const uint8_t* bytes, size_t size, double ratio) {
+  size = std::min<size_t>(size, 1 << 20);
+  if (size == 0) return false;
+  uLongf packed = compressBound(size);
+  std::vector<Bytef> buf(packed);
+  if (compress2(buf.data(), &packed, bytes, size, 1) != Z_OK) return false;
+  return static_cast<double>(packed) < ratio * static_cast<double>(size);
+}
+
 ImageTableWriter::ImageTableWriter(hid_t file, int64_t height, int64_t width, int64_t channels, bool labels)
-    : images_(file, "images", H5T_NATIVE_UINT8,
-              {static_cast<hsize_t>(height), static_cast<hsize_t>(width), static_cast<hsize_t>(channels)},
-              h5::chunk_rows_for(height * width * channels, 256 << 10), 1) {
+    : file_(file),
+      row_dims_{static_cast<hsize_t>(height), static_cast<hsize_t>(width), static_cast<hsize_t>(channels)} {
   if (labels) labels_ = std::make_unique<h5::RowWriter>(file, "labels", H5T_NATIVE_INT64, std::vector<hsize_t>{},
                                                         1 << 15, 1);
 }
 
 void ImageTableWriter::append(const uint8_t* images, const int64_t* labels, int64_t count) {
-  images_.append(images, count);
+  if (count == 0) return;
+  if (!images_) {  // the first block decides the compression
+    const hsize_t row = row_dims_[0] * row_dims_[1] * row_dims_[2];
+    deflate_ = deflate_pays(images, static_cast<size_t>(row * count)) ? 1 : 0;
+    images_ = std::make_unique<h5::RowWriter>(file_, "images", H5T_NATIVE_UINT8, row_dims_,
+                                              h5::chunk_rows_for(row, 256 << 10), deflate_);
+  }
+  images_->append(images, count);
   if (labels_) labels_->append(labels, count);
 }
 

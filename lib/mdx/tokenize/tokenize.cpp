@@ -53,7 +53,8 @@ void TokenizeOptions::add_to(CLI::App& app) {
   app.add_option("-o,--output", output, "image table to write (HDF5)")->required();
   app.add_option("--labels", labels, "IDX labels file for an IDX images input");
   app.add_option("--label-names", label_names, "class names, comma-separated, in label order (IDX files have none)")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->allow_extra_args(false);
   app.add_option("--size", size, "output size, N or HxW (default: the first image's size)");
   app.add_option("--fit", fit, "how --size is reached: crop (cover, centre crop), stretch, pad")
       ->capture_default_str();
@@ -63,7 +64,7 @@ void TokenizeOptions::add_to(CLI::App& app) {
   app.add_option("--shard", shard, "I/N: write part I (0-based) of N contiguous parts, for array jobs");
   app.add_option("--tokenizer", tokenizer, "PCA tokenizer (mdx-pca-fit): also store every patch's latent");
   app.add_flag("--skip-bad", skip_bad, "skip undecodable image files (counted in the log and the provenance)");
-  app.add_option("-j,--jobs", jobs, "decoding threads (0: one per core)")->capture_default_str();
+  app.add_option("-j,--jobs", jobs, "decoding threads (0: one per core but one)")->capture_default_str();
   app.add_option("--block", block, "images decoded and written per step")->capture_default_str();
 }
 
@@ -287,7 +288,8 @@ class FileSource : public Source {
         }
       }
     };
-    int n = jobs_ > 0 ? jobs_ : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    // By default one core is left to the main thread, which compresses and writes meanwhile.
+    int n = jobs_ > 0 ? jobs_ : static_cast<int>(std::max(2u, std::thread::hardware_concurrency()) - 1);
     n = static_cast<int>(std::min<int64_t>(n, count));
     std::vector<std::thread> pool;
     for (int t = 1; t < n; ++t) pool.emplace_back(work);
@@ -435,7 +437,7 @@ void tokenize(const TokenizeOptions& opt, Provenance& prov) {
   h5::close_output(file, opt.output);
   out.commit();
   if (!skipped.empty()) warn("{} undecodable file(s) skipped", skipped.size());
-  log("wrote {} images to {}", writer.rows(), opt.output);
+  log("wrote {} images to {}{}", writer.rows(), opt.output, writer.compressed() ? " (deflated)" : "");
 }
 
 }  // namespace mdx

@@ -43,15 +43,21 @@ Shard parse_shard(const std::string& text) {
   return s;
 }
 
+namespace {
+void check_device_name(const std::string& device) {
+  bool ok = device == "auto" || device == "cpu" || device == "cuda";
+  if (!ok && device.rfind("cuda:", 0) == 0 && device.size() > 5)
+    ok = device.find_first_not_of("0123456789", 5) == std::string::npos;
+  if (!ok) throw UsageError("--device must be auto, cpu, cuda or cuda:N, got '" + device + "'");
+}
+}  // namespace
+
 std::string resolve_device(const std::string& device) {
+  check_device_name(device);
   if (device == "auto") return torch::cuda::is_available() ? "cuda" : "cpu";
   if (device == "cpu") return device;
-  if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
-    if (!torch::cuda::is_available())
-      throw Error("--device " + device + ": this LibTorch build sees no CUDA device");
-    return device;
-  }
-  throw UsageError("--device must be auto, cpu, cuda or cuda:N, got '" + device + "'");
+  if (!torch::cuda::is_available()) throw Error("--device " + device + ": this LibTorch build sees no CUDA device");
+  return device;
 }
 
 namespace {
@@ -102,6 +108,7 @@ int Tool::run(int argc, char** argv, const std::function<void(Provenance&)>& bod
     for (int i = 0; i < argc; ++i) prov.command += (i ? " " : "") + shell_quote(argv[i]);
     prov.options = effective_options(app_);
     prov.seed = common_.seed;
+    if (cpu_only_) check_device_name(common_.device);
     prov.device = cpu_only_ ? "cpu" : resolve_device(common_.device);
     prov.created = utc_now_iso8601();
     body(prov);
