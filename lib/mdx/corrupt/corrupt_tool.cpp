@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "mdx/corrupt/objective.h"
+#include "mdx/corrupt/render.h"
 #include "mdx/io/decode.h"
 #include "mdx/io/hdf5.h"
 #include "mdx/io/image_table.h"
@@ -154,10 +155,6 @@ at::Tensor load_rows(const CorruptOptions& opt, Provenance& prov, std::vector<in
   return images;
 }
 
-// Colours of masked patches in the grid: dropped from the encoder, or given to it as the mask token.
-const uint8_t kDropped[3] = {40, 100, 220};
-const uint8_t kMaskToken[3] = {235, 140, 20};
-
 }  // namespace
 
 void corrupt(const CorruptOptions& opt, Provenance& prov) {
@@ -214,27 +211,7 @@ void corrupt(const CorruptOptions& opt, Provenance& prov) {
       schedule, patch);
 
   if (lowercase_extension(opt.output) == ".png") {
-    const int64_t zoom = opt.zoom > 0 ? opt.zoom : std::max<int64_t>(1, (64 + std::min(H, W) - 1) / std::min(H, W));
-    const int64_t gap = 2, ch = H * zoom, cw = W * zoom;
-    const int64_t GH = R * ch + (R + 1) * gap, GW = K * cw + (K + 1) * gap;
-    std::vector<uint8_t> grid(static_cast<size_t>(GH * GW * 3), 255);
-    auto px = u8.accessor<uint8_t, 5>();
-    auto ma = mk.accessor<bool, 3>();
-    auto da = dr.accessor<bool, 3>();
-    const int64_t gw = W / patch;
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t k = 0; k < K; ++k)
-        for (int64_t y = 0; y < ch; ++y)
-          for (int64_t x = 0; x < cw; ++x) {
-            int64_t iy = y / zoom, ix = x / zoom, tok = (iy / patch) * gw + ix / patch;
-            uint8_t* dst = &grid[static_cast<size_t>(((gap + r * (ch + gap) + y) * GW + gap + k * (cw + gap) + x) * 3)];
-            if (ma[r][k][tok]) {
-              const uint8_t* colour = da[r][k][tok] ? kDropped : kMaskToken;
-              std::copy(colour, colour + 3, dst);
-            } else {
-              for (int c = 0; c < 3; ++c) dst[c] = px[r][k][iy][ix][C == 1 ? 0 : c];
-            }
-          }
+    Grid grid = render_grid(u8, mk, dr, patch, opt.zoom);
     auto text = prov.fields();
     text.insert(text.begin(), {"Software", std::string("mdx-corrupt ") + version()});
     text.push_back({"mdx_objective", objective_name(cfg.kind)});
@@ -245,7 +222,7 @@ void corrupt(const CorruptOptions& opt, Provenance& prov) {
     text.push_back({"mdx_rows", fmt::format("{}", fmt::join(index, ","))});
     text.push_back({"mdx_legend", "blue: masked and dropped from the encoder; orange: masked, given to the encoder "
                                   "as the mask token (MAGE)"});
-    write_png(out.temp_path(), grid.data(), GH, GW, 3, text);
+    write_png(out.temp_path(), grid.pixels.data(), grid.height, grid.width, 3, text);
   } else {
     h5::Handle f = h5::create_file(out.temp_path());
     const auto r = static_cast<hsize_t>(R), k = static_cast<hsize_t>(K);

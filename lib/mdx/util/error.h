@@ -28,3 +28,13 @@ class Interrupted : public std::runtime_error {
 };
 
 }  // namespace mdx
+
+namespace mdx {
+
+// A run stopped by a signal after saving its state (mdx-train): exit status 75 (EX_TEMPFAIL).
+class Suspended : public std::runtime_error {
+ public:
+  explicit Suspended(const std::string& what) : std::runtime_error(what) {}
+};
+
+}  // namespace mdx

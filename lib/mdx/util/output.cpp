@@ -52,8 +52,8 @@ AtomicOutput::~AtomicOutput() {
   if (!committed_) std::remove(temp_.c_str());
 }
 
-void AtomicOutput::commit() {
-  check_interrupt();  // a run interrupted at any point leaves no output under the final name
+void AtomicOutput::commit(bool despite_signal) {
+  if (!despite_signal) check_interrupt();  // an interrupted run leaves no output under the final name
   if (std::rename(temp_.c_str(), path_.c_str()) != 0)
     throw Error("cannot rename '" + temp_ + "' to '" + path_ + "': " + std::strerror(errno));
   committed_ = true;

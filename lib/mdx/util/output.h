@@ -17,7 +17,9 @@ class AtomicOutput {
 
   const std::string& temp_path() const { return temp_; }
   const std::string& path() const { return path_; }
-  void commit();  // fsync-free rename(2): atomic on one file system
+  // rename(2): atomic on one file system. Refuses once SIGINT/SIGTERM arrived, unless the output
+  // is complete state saved because of the signal (mdx-train's checkpoint).
+  void commit(bool despite_signal = false);
 
  private:
   std::string path_, temp_;

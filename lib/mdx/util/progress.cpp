@@ -10,9 +10,9 @@
 
 namespace mdx {
 
-Progress::Progress(std::string what, int64_t total, std::string unit)
+Progress::Progress(std::string what, int64_t total, std::string unit, bool poll_signals)
     : what_(std::move(what)), unit_(std::move(unit)), total_(total),
-      tty_(isatty(STDERR_FILENO) == 1), enabled_(!quiet()),
+      tty_(isatty(STDERR_FILENO) == 1), enabled_(!quiet()), poll_signals_(poll_signals),
       start_(std::chrono::steady_clock::now()), last_draw_(start_) {}
 
 Progress::~Progress() {
@@ -20,7 +20,7 @@ Progress::~Progress() {
 }
 
 void Progress::advance(int64_t n) {
-  check_interrupt();
+  if (poll_signals_) check_interrupt();
   done_ += n;
   if (!enabled_) return;
   auto now = std::chrono::steady_clock::now();

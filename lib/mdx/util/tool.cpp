@@ -103,6 +103,9 @@ int Tool::run(int argc, char** argv, const std::function<void(Provenance&)>& bod
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // HDF5 errors become our own one-line messages
   try {
     if (common_.threads > 0) torch::set_num_threads(common_.threads);
+    // LibTorch seeds its default generator non-deterministically; weight initialization draws
+    // from it, so it takes --seed too (explicit generators serve everything else).
+    torch::manual_seed(common_.seed);
     Provenance prov;
     prov.tool = name_;
     for (int i = 0; i < argc; ++i) prov.command += (i ? " " : "") + shell_quote(argv[i]);
@@ -117,6 +120,9 @@ int Tool::run(int argc, char** argv, const std::function<void(Provenance&)>& bod
     std::fprintf(stderr, "%s: error: %s\nTry '%s --help' for more information.\n", name_.c_str(), e.what(),
                  name_.c_str());
     return 2;
+  } catch (const Suspended& e) {
+    std::fprintf(stderr, "%s: %s\n", name_.c_str(), e.what());
+    return 75;
   } catch (const Interrupted& e) {
     std::fprintf(stderr, "%s: %s; no output written\n", name_.c_str(), e.what());
     return 128 + e.signal();

@@ -1,0 +1,75 @@
+// The masked-diffusion auto-encoder (UMD, Hansen-Estruch et al. 2024), which also serves as MAE,
+// l-DAE and DiT:
+//   encoder  patch embedding of the tokens + fixed 2-D sin-cos positions; the tokens that are not
+//            dropped are gathered (never mask tokens, except MAGE's masked-but-kept ones) and
+//            prefixed with CLS tokens; ViT blocks with adaLN-Zero conditioning (DiT, Peebles & Xie
+//            2022) on the time index and the class; the representation is the mean of the CLS
+//            outputs.
+//   decoder  the representation as a prefix token, the encoder's outputs at their positions and a
+//            learned mask token at the dropped ones, its own sin-cos positions; adaLN-Zero blocks;
+//            a final adaLN layer whose head predicts x0 and eps (2D values per token).
+#pragma once
+#include <torch/torch.h>
+
+#include "mdx/model/config.h"
+
+namespace mdx {
+
+// 2-D sin-cos position embedding of MAE (get_2d_sincos_pos_embed), float32 [gh*gw, dim].
+at::Tensor sincos_positions(int64_t dim, int64_t grid_h, int64_t grid_w);
+// DiT's sinusoidal embedding of (possibly fractional) time indices: float32 [B, dim].
+at::Tensor timestep_frequencies(const at::Tensor& t, int64_t dim, double max_period = 10000.0);
+
+class AdaLNBlockImpl : public torch::nn::Module {
+ public:
+  AdaLNBlockImpl(int64_t dim, int64_t heads, double mlp_ratio);
+  // x [B, N, dim], c [B, dim] (the conditioning, before SiLU)
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& c);
+
+  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  torch::nn::Linear qkv{nullptr}, proj{nullptr}, fc1{nullptr}, fc2{nullptr}, modulation{nullptr};
+  int64_t heads;
+};
+TORCH_MODULE(AdaLNBlock);
+
+struct ModelInput {
+  at::Tensor tokens;      // [B, L, D] corrupted tokens
+  at::Tensor time_index;  // int64 [B]: 0 = clean, t + 1 = noised at t
+  at::Tensor labels;      // int64 [B], the null class = num_classes; undefined when unconditional
+  at::Tensor dropped;     // bool [B, L]: not given to the encoder (undefined: none)
+  at::Tensor masked;      // bool [B, L]: replaced by the mask token (undefined: as dropped)
+};
+
+struct ModelOutput {
+  at::Tensor x0, eps;        // [B, L, D]
+  at::Tensor representation; // [B, dim]
+};
+
+class MaskedDiffusionAutoencoderImpl : public torch::nn::Module {
+ public:
+  explicit MaskedDiffusionAutoencoderImpl(const ModelConfig& config);
+  const ModelConfig& config() const { return config_; }
+
+  ModelOutput forward(const ModelInput& in);
+  // The encoder alone: representation [B, dim] of clean or noised tokens, nothing dropped.
+  at::Tensor encode(const at::Tensor& tokens, const at::Tensor& time_index, const at::Tensor& labels = {});
+  // Model FLOPs of one forward pass of B rows with `kept` encoder tokens each (matmuls only, 2 per MAC).
+  double forward_flops(int64_t rows, int64_t kept) const;
+
+ private:
+  at::Tensor condition(const at::Tensor& time_index, const at::Tensor& labels, bool decoder);
+  // Encoder over rows that all keep the same `keep` [G, K] token indices; returns [G, C + K, dim].
+  at::Tensor run_encoder(const at::Tensor& x, const at::Tensor& keep, const at::Tensor& c);
+
+  ModelConfig config_;
+  torch::nn::Linear patch_embed{nullptr}, decoder_embed{nullptr}, prefix_embed{nullptr};
+  torch::nn::Sequential time_mlp{nullptr}, decoder_time_mlp{nullptr};
+  torch::nn::Embedding label_table{nullptr}, decoder_label_table{nullptr};
+  torch::nn::ModuleList encoder{nullptr}, decoder{nullptr};
+  torch::nn::LayerNorm encoder_norm{nullptr}, final_norm{nullptr};
+  torch::nn::Linear final_modulation{nullptr}, head{nullptr};
+  at::Tensor cls, encoder_mask_token, mask_token, positions, decoder_positions;
+};
+TORCH_MODULE(MaskedDiffusionAutoencoder);
+
+}  // namespace mdx

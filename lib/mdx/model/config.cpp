@@ -1,0 +1,87 @@
+#include "mdx/model/config.h"
+
+#include <fmt/format.h>
+
+#include "mdx/util/error.h"
+
+namespace mdx {
+
+void ModelConfig::add_to(CLI::App& app) {
+  app.add_option("--model", preset, "size preset: tiny (192 wide, 6+2 blocks), s (384, 12+4), b (768, 12+4), "
+                                    "l (1024, 24+8)")
+      ->capture_default_str();
+  app.add_option("--patch", patch, "patch size p: a token is p x p x C pixels")->capture_default_str();
+  app.add_option("--dim", dim, "encoder width (0: the preset's)")->capture_default_str();
+  app.add_option("--depth", depth, "encoder blocks (0: the preset's)")->capture_default_str();
+  app.add_option("--heads", heads, "encoder attention heads (0: the preset's)")->capture_default_str();
+  app.add_option("--decoder-dim", decoder_dim, "decoder width (0: as the encoder)")->capture_default_str();
+  app.add_option("--decoder-depth", decoder_depth, "decoder blocks (0: the preset's)")->capture_default_str();
+  app.add_option("--decoder-heads", decoder_heads,
+                 "decoder attention heads (0: as the encoder; one per 64 channels when the widths differ)")
+      ->capture_default_str();
+  app.add_option("--mlp-ratio", mlp_ratio, "MLP hidden width / block width")->capture_default_str();
+  app.add_option("--cls-tokens", cls_tokens, "CLS tokens of the encoder")->capture_default_str();
+}
+
+void ModelConfig::resolve() {
+  struct Size {
+    int64_t dim, depth, heads, decoder_depth;
+  };
+  static const std::map<std::string, Size> presets = {
+      {"tiny", {192, 6, 3, 2}}, {"s", {384, 12, 6, 4}}, {"b", {768, 12, 12, 4}}, {"l", {1024, 24, 16, 8}}};
+  auto it = presets.find(preset);
+  if (it == presets.end()) throw UsageError("--model must be tiny, s, b or l, got '" + preset + "'");
+  const Size& s = it->second;
+  if (dim == 0) dim = s.dim;
+  if (depth == 0) depth = s.depth;
+  if (heads == 0) heads = s.heads;
+  if (decoder_dim == 0) decoder_dim = dim;
+  if (decoder_depth == 0) decoder_depth = s.decoder_depth;
+  if (decoder_heads == 0) decoder_heads = decoder_dim == dim ? heads : std::max<int64_t>(1, decoder_dim / 64);
+  if (dim % heads != 0 || decoder_dim % decoder_heads != 0)
+    throw UsageError(fmt::format("widths must be multiples of the head counts ({} / {}, {} / {})", dim, heads,
+                                 decoder_dim, decoder_heads));
+  if (dim % 4 != 0 || decoder_dim % 4 != 0) throw UsageError("widths must be multiples of 4 (2-D sin-cos positions)");
+  if (patch < 1 || depth < 1 || decoder_depth < 1 || cls_tokens < 1 || mlp_ratio <= 0)
+    throw UsageError("patch, depths, CLS tokens and MLP ratio must be positive");
+  if (height > 0 && (height % patch != 0 || width % patch != 0))
+    throw Error(fmt::format("patch size {} does not divide the image size {}x{}", patch, height, width));
+}
+
+std::map<std::string, std::string> ModelConfig::to_map() const {
+  return {{"preset", preset},
+          {"height", std::to_string(height)},
+          {"width", std::to_string(width)},
+          {"channels", std::to_string(channels)},
+          {"patch", std::to_string(patch)},
+          {"dim", std::to_string(dim)},
+          {"depth", std::to_string(depth)},
+          {"heads", std::to_string(heads)},
+          {"decoder_dim", std::to_string(decoder_dim)},
+          {"decoder_depth", std::to_string(decoder_depth)},
+          {"decoder_heads", std::to_string(decoder_heads)},
+          {"mlp_ratio", fmt::format("{}", mlp_ratio)},
+          {"cls_tokens", std::to_string(cls_tokens)},
+          {"num_classes", std::to_string(num_classes)},
+          {"timesteps", std::to_string(timesteps)}};
+}
+
+ModelConfig ModelConfig::from_map(const std::map<std::string, std::string>& m) {
+  auto get = [&](const char* k) -> const std::string& {
+    auto it = m.find(k);
+    if (it == m.end()) throw Error(std::string("checkpoint configuration lacks '") + k + "'");
+    return it->second;
+  };
+  auto num = [&](const char* k) { return std::stoll(get(k)); };
+  ModelConfig c;
+  c.preset = get("preset");
+  c.height = num("height"), c.width = num("width"), c.channels = num("channels"), c.patch = num("patch");
+  c.dim = num("dim"), c.depth = num("depth"), c.heads = num("heads");
+  c.decoder_dim = num("decoder_dim"), c.decoder_depth = num("decoder_depth"), c.decoder_heads = num("decoder_heads");
+  c.mlp_ratio = std::stod(get("mlp_ratio"));
+  c.cls_tokens = num("cls_tokens"), c.num_classes = num("num_classes"), c.timesteps = num("timesteps");
+  c.resolve();
+  return c;
+}
+
+}  // namespace mdx

@@ -1,0 +1,33 @@
+// The architecture of a masked-diffusion auto-encoder: presets and explicit sizes. Stored whole in
+// every checkpoint, so that later tools rebuild the model from the file alone.
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+namespace mdx {
+
+struct ModelConfig {
+  std::string preset = "tiny";  // tiny | s | b | l
+  int64_t height = 0, width = 0, channels = 0;  // the images (from the table)
+  int64_t patch = 4;
+  int64_t dim = 0, depth = 0, heads = 0;                          // encoder (0: the preset's)
+  int64_t decoder_dim = 0, decoder_depth = 0, decoder_heads = 0;  // decoder (0: the preset's)
+  double mlp_ratio = 4.0;
+  int64_t cls_tokens = 4;   // UMD: the representation is the mean of these outputs
+  int64_t num_classes = 0;  // 0: unconditional; otherwise a null class is added for guidance
+  int64_t timesteps = 1000; // time index 0..T (0 = no noise)
+
+  void add_to(CLI::App& app);
+  void resolve();        // fills the preset's sizes where 0; validates
+  int64_t tokens() const { return (height / patch) * (width / patch); }
+  int64_t token_dim() const { return patch * patch * channels; }
+
+  // Flat key/value form (HDF5 attributes of a checkpoint's `config` group).
+  std::map<std::string, std::string> to_map() const;
+  static ModelConfig from_map(const std::map<std::string, std::string>& m);
+};
+
+}  // namespace mdx

@@ -1,0 +1,34 @@
+// Checkpoints in HDF5 (SPEC "Files"): the weights by parameter path (`model/`), the EMA weights
+// (`ema/`), AdamW's moments (`optimizer/`), the step, the random-generator state, and the whole
+// configuration as attributes of `config/` (so that later tools rebuild the model from the file
+// alone), plus provenance. Written to a temporary name and renamed.
+#pragma once
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "mdx/util/provenance.h"
+
+namespace mdx {
+
+struct CheckpointState {
+  std::map<std::string, at::Tensor> model;      // parameters and buffers
+  std::map<std::string, at::Tensor> ema;        // parameters
+  std::map<std::string, at::Tensor> exp_avg, exp_avg_sq;
+  std::map<std::string, int64_t> adam_steps;
+  int64_t step = 0;
+  at::Tensor rng;                               // uint8 generator state
+  std::map<std::string, std::string> config;    // model + objective + optimizer + data, flat
+  std::vector<std::string> history;             // the file's pipeline (read only)
+};
+
+void save_checkpoint(const std::string& path, const CheckpointState& state, const Provenance& prov,
+                     const std::vector<std::string>& inputs = {});
+// Reads everything; `weights_only` skips the optimizer and generator state.
+CheckpointState load_checkpoint(const std::string& path, bool weights_only = false);
+// True when `path` is an HDF5 file with a `config` group and `model/` weights.
+bool is_checkpoint(const std::string& path);
+
+}  // namespace mdx

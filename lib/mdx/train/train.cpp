@@ -1,0 +1,525 @@
+#include "mdx/train/train.h"
+
+#include <fmt/format.h>
+#include <sys/resource.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <csignal>
+#include <cmath>
+#include <fstream>
+#include <iostream>
+
+#include "mdx/corrupt/render.h"
+#include "mdx/io/image_table.h"
+#include "mdx/io/png.h"
+#include "mdx/model/autoencoder.h"
+#include "mdx/tokenize/patches.h"
+#include "mdx/tokenize/pca.h"
+#include "mdx/train/checkpoint.h"
+#include "mdx/train/loss.h"
+#include "mdx/train/optim.h"
+#include "mdx/util/error.h"
+#include "mdx/util/log.h"
+#include "mdx/util/output.h"
+#include "mdx/util/progress.h"
+#include "mdx/util/signal.h"
+#include "mdx/util/torch_compat.h"
+
+namespace mdx {
+
+void ObjectiveOptions::add_to(CLI::App& app) {
+  app.add_option("--objective", objective, "umd | mae | ldae | dit")->capture_default_str();
+  app.add_option("--schedule", schedule,
+                 "noise schedule: linear | cosine | ldae-gamma | ldae-sigma | single "
+                 "(default: umd cosine, dit linear, ldae ldae-gamma)");
+  app.add_option("--mask-policy", mask_policy, "fixed | mage | lmd-cosine | lmd-piecewise | lmd-linear")
+      ->capture_default_str();
+  app.add_option("--mask-ratio", mask_ratio, "mask ratio (MAE; UMD's representation step) under the fixed policy")
+      ->capture_default_str();
+  app.add_option("--noisy-mask-ratio", noisy_mask_ratio, "UMD's noisy-step mask ratio")->capture_default_str();
+  app.add_option("--rep-share", representation_share, "UMD's share r of representation steps (and loss weight)")
+      ->capture_default_str();
+  app.add_flag("--norm-pix", norm_pix, "MAE: predict per-patch normalized pixels");
+  app.add_option("--tokenizer", tokenizer, "PCA tokenizer from mdx-pca-fit (ldae)");
+  app.add_flag("--class-cond", class_cond, "condition on the table's labels (with a null class for guidance)");
+  app.add_option("--class-dropout", class_dropout, "probability that a label is replaced by the null class")
+      ->capture_default_str();
+}
+
+ObjectiveConfig ObjectiveOptions::resolve() const {
+  ObjectiveConfig c = ObjectiveConfig::defaults(parse_objective(objective));
+  if (!schedule.empty()) c.schedule = parse_schedule(schedule);
+  c.mask_policy = parse_mask_policy(mask_policy);
+  c.mask_ratio = mask_ratio;
+  c.noisy_mask_ratio = noisy_mask_ratio;
+  c.representation_share = representation_share;
+  if (c.mask_policy != MaskPolicy::Fixed && !c.masks())
+    throw UsageError("--mask-policy applies to the masked objectives (umd, mae)");
+  if (!(class_dropout >= 0 && class_dropout < 1)) throw UsageError("--class-dropout must lie in [0, 1)");
+  if (c.kind == ObjectiveKind::Ldae && tokenizer.empty())
+    throw UsageError("--objective ldae needs --tokenizer (made by mdx-pca-fit)");
+  return c;
+}
+
+void OptimOptions::add_to(CLI::App& app) {
+  app.add_option("--batch", batch, "images per step")->capture_default_str();
+  app.add_option("--lr", lr, "learning rate (0: --blr * batch / 256)")->capture_default_str();
+  app.add_option("--blr", blr, "base learning rate per 256 images")->capture_default_str();
+  app.add_option("--weight-decay", weight_decay, "AdamW weight decay (none on biases, norms, tokens)")
+      ->capture_default_str();
+  app.add_option("--beta1", beta1, "AdamW beta1")->capture_default_str();
+  app.add_option("--beta2", beta2, "AdamW beta2")->capture_default_str();
+  app.add_option("--clip", clip, "gradient-norm clipping (0: none)")->capture_default_str();
+  app.add_option("--warmup", warmup, "share of the steps spent warming up the learning rate")->capture_default_str();
+  app.add_option("--ema", ema, "EMA decay of the weights")->capture_default_str();
+}
+
+void OptimOptions::validate() const {
+  if (batch < 1) throw UsageError("--batch must be at least 1");
+  if (lr < 0 || weight_decay < 0 || clip < 0) throw UsageError("--lr, --weight-decay and --clip must be >= 0");
+  if (blr <= 0) throw UsageError("--blr must be > 0");
+  if (!(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1)) throw UsageError("--beta1/--beta2 must lie in [0, 1)");
+  if (!(warmup >= 0 && warmup < 1)) throw UsageError("--warmup must lie in [0, 1)");
+  if (!(ema >= 0 && ema < 1)) throw UsageError("--ema must lie in [0, 1)");
+}
+
+void RunOptions::add_to(CLI::App& app) {
+  app.add_option("inputs", inputs, "image table(s) (HDF5), read as one table")->required();
+  app.add_option("-o,--output", output, "checkpoint to write (HDF5); metrics and previews go beside it")
+      ->required();
+  app.add_option("--epochs", epochs, "passes over the table")->capture_default_str();
+  app.add_option("--steps", steps, "optimizer steps (instead of --epochs)")->capture_default_str();
+  app.add_option("--save-every", save_every, "steps between checkpoints")->capture_default_str();
+  app.add_option("--log-every", log_every, "steps between metrics lines")->capture_default_str();
+  app.add_option("--preview-every", preview_every, "steps between reconstruction previews (0: only at the end)")
+      ->capture_default_str();
+  app.add_flag("--resume", resume, "continue from the checkpoint at -o");
+  app.add_option("--init", init, "start from this checkpoint's weights (fine-tuning under another objective)");
+  app.add_flag("--init-ema", init_ema, "with --init: take its EMA weights");
+  app.add_option("--benchmark", benchmark, "time this many steps and print JSON; writes nothing")
+      ->capture_default_str();
+  app.add_option("--peak-tflops", peak_tflops, "the device's peak TFLOP/s, for MFU (0: known GPUs only)")
+      ->capture_default_str();
+}
+
+void RunOptions::validate() const {
+  if (benchmark < 0) throw UsageError("--benchmark must be >= 0");
+  if (benchmark == 0 && (epochs > 0) == (steps > 0)) throw UsageError("give one of --epochs or --steps");
+  if (save_every < 1 || log_every < 1) throw UsageError("--save-every and --log-every must be >= 1");
+  if (preview_every < 0) throw UsageError("--preview-every must be >= 0");
+  if (init_ema && init.empty()) throw UsageError("--init-ema goes with --init");
+  if (resume && !init.empty()) throw UsageError("--resume continues a run; --init starts a new one: not both");
+}
+
+void TrainOptions::add_to(CLI::App& app) {
+  run.add_to(app);
+  objective.add_to(app);
+  model.add_to(app);
+  optim.add_to(app);
+}
+
+namespace {
+
+std::string beside(const std::string& output, const std::string& suffix) {
+  std::string stem = output;
+  const std::string ext = lowercase_extension(output);
+  if (ext == ".h5" || ext == ".hdf5") stem.resize(stem.size() - ext.size());
+  return stem + suffix;
+}
+
+double peak_rss_mib() {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss / 1024.0;
+}
+
+class Trainer {
+ public:
+  Trainer(const TrainOptions& opt, Provenance& prov) : opt_(opt), prov_(prov), table_(opt.run.inputs) {
+    opt.optim.validate();
+    opt.run.validate();
+    cfg_ = opt.objective.resolve();
+    device_ = at::Device(prov.device);
+    AtomicOutput(opt.run.output, opt.run.inputs);  // refuse an unwritable or input -o before any work
+    prov.inputs = opt.run.inputs;
+    prov.merge_history(table_.history());
+    if (!opt.objective.tokenizer.empty()) {
+      pca_ = std::make_shared<const PcaTokenizer>(PcaTokenizer::load(opt.objective.tokenizer));
+      prov.add_input(opt.objective.tokenizer);
+    }
+    if (opt.objective.class_cond && !table_.has_labels())
+      throw Error("--class-cond needs labels, and '" + opt.run.inputs[0] + "' has none");
+    load_images();
+    model_cfg_ = opt.model;
+    if (!opt.run.init.empty() || opt.run.resume) adopt_architecture();
+    model_cfg_.height = table_.height(), model_cfg_.width = table_.width(), model_cfg_.channels = table_.channels();
+    if (pca_) model_cfg_.patch = pca_->patch;
+    model_cfg_.num_classes = opt.objective.class_cond ? num_classes_ : 0;
+    model_cfg_.timesteps = cfg_.steps;
+    model_cfg_.resolve();
+    if (pca_ && pca_->channels != model_cfg_.channels)
+      throw Error(fmt::format("tokenizer is for {} channels, the table has {}", pca_->channels, model_cfg_.channels));
+    // Only l-DAE noises in the PCA latent; the other objectives ignore a tokenizer.
+    if (cfg_.kind != ObjectiveKind::Ldae) pca_ = nullptr;
+    corruptor_ = std::make_unique<Corruptor>(cfg_, pca_);
+    model_ = MaskedDiffusionAutoencoder(model_cfg_);
+    model_->to(device_);
+    if (device_.is_cuda()) compat::enable_tf32();
+    spe_ = std::max<int64_t>(1, table_.size() / opt.optim.batch);
+    total_ = opt.run.benchmark > 0 ? opt.run.benchmark + 3
+             : opt.run.steps > 0   ? opt.run.steps
+                                   : opt.run.epochs * spe_;
+    warmup_ = static_cast<int64_t>(std::llround(opt.optim.warmup * total_));
+    named_ = model_->named_parameters();
+    std::vector<std::pair<std::string, at::Tensor>> named;
+    for (const auto& p : named_) named.emplace_back(p.key(), p.value());
+    AdamWOptions ao;
+    ao.beta1 = opt.optim.beta1, ao.beta2 = opt.optim.beta2, ao.weight_decay = opt.optim.weight_decay;
+    optimizer_ = std::make_unique<AdamW>(named, ao);
+    for (const auto& p : named_) params_.push_back(p.value());
+    gen_ = compat::cpu_generator(prov.seed);
+    if (!opt.run.init.empty()) init_from(opt.run.init, start_);
+    {
+      at::NoGradGuard ng;
+      for (const auto& p : named_) ema_[p.key()] = p.value().detach().clone();
+    }
+    if (opt.run.resume) resume_from(opt.run.output, start_);
+    start_ = CheckpointState{};  // its tensors are copied in; free them
+    log("{}: {} images {}x{}x{}, {} tokens of {} values; model {} ({:.1f}M parameters: {} wide, {}+{} blocks); "
+        "{} steps of {} ({} per epoch), lr {:.3g}, device {}",
+        objective_name(cfg_.kind), table_.size(), model_cfg_.height, model_cfg_.width, model_cfg_.channels,
+        model_cfg_.tokens(), model_cfg_.token_dim(), model_cfg_.preset, parameter_count() / 1e6, model_cfg_.dim,
+        model_cfg_.depth, model_cfg_.decoder_depth, total_, opt.optim.batch, spe_, opt.optim.base_lr(), prov.device);
+  }
+
+  void run() {
+    if (opt_.run.benchmark > 0) return benchmark();
+    std::ofstream metrics(beside(opt_.run.output, ".metrics.jsonl"), step_ > 0 ? std::ios::app : std::ios::trunc);
+    if (!metrics) throw Error("cannot write " + beside(opt_.run.output, ".metrics.jsonl"));
+    Progress progress("training", total_ - step_, "steps", false);
+    auto t0 = std::chrono::steady_clock::now();
+    int64_t images_since = 0;
+    while (step_ < total_) {
+      if (pending_signal() != 0) {
+        save();
+        throw Suspended(fmt::format("interrupted by {}; checkpoint at step {} written to '{}'; continue with --resume",
+                                    pending_signal() == SIGINT ? "SIGINT" : "SIGTERM", step_, opt_.run.output));
+      }
+      Loss loss = train_step();
+      ++step_;
+      images_since += opt_.optim.batch;
+      if (step_ % opt_.run.log_every == 0 || step_ == total_) {
+        double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (!std::isfinite(loss.total.item<double>()))
+          throw Error(fmt::format("the loss is not finite at step {} (lower --lr?)", step_));
+        metrics << fmt::format(R"({{"step": {}, "epoch": {:.4f}, "lr": {:.6g}, "loss": {:.6g})", step_,
+                               static_cast<double>(step_) / spe_, optimizer_->lr(), loss.total.item<double>());
+        for (const auto& [k, v] : loss.terms) metrics << fmt::format(R"(, "{}": {:.6g})", k, v.item<double>());
+        metrics << fmt::format(R"(, "grad_norm": {:.6g}, "images_per_s": {:.1f}}})", grad_norm_,
+                               images_since / std::max(secs, 1e-9))
+                << "\n";
+        metrics.flush();
+        t0 = std::chrono::steady_clock::now();
+        images_since = 0;
+      }
+      if (opt_.run.preview_every > 0 && step_ % opt_.run.preview_every == 0) preview();
+      if (step_ % opt_.run.save_every == 0 && step_ < total_) save();
+      progress.advance();
+    }
+    progress.finish();
+    preview();
+    save();
+    log("wrote {} (step {}); metrics in {}", opt_.run.output, step_, beside(opt_.run.output, ".metrics.jsonl"));
+  }
+
+ private:
+  void load_images() {
+    const int64_t n = table_.size(), bytes = table_.image_bytes();
+    images_ = at::empty({n, table_.height(), table_.width(), table_.channels()}, at::kByte);
+    labels_ = at::full({n}, -1, at::kLong);
+    Progress progress("loading", n, "images");
+    const int64_t chunk = 8192;
+    for (int64_t s = 0; s < n; s += chunk) {
+      int64_t c = std::min(chunk, n - s);
+      table_.read(s, c, images_.data_ptr<uint8_t>() + s * bytes, table_.has_labels() ? labels_.data_ptr<int64_t>() + s : nullptr);
+      progress.advance(c);
+    }
+    progress.finish();
+    if (table_.has_labels()) {
+      if ((labels_ < 0).any().item<bool>()) throw Error("the table has negative labels");
+      num_classes_ = std::max<int64_t>(labels_.max().item<int64_t>() + 1, static_cast<int64_t>(table_.label_names().size()));
+    }
+  }
+
+  // A run continued (--resume) or fine-tuned (--init) keeps the architecture it started with.
+  void adopt_architecture() {
+    const std::string& from = opt_.run.resume ? opt_.run.output : opt_.run.init;
+    start_ = load_checkpoint(from, !opt_.run.resume);
+    const CheckpointState& s = start_;
+    prov_.merge_history(s.history);
+    ModelConfig prev = ModelConfig::from_map(s.config);
+    model_cfg_.preset = prev.preset, model_cfg_.patch = prev.patch, model_cfg_.dim = prev.dim;
+    model_cfg_.depth = prev.depth, model_cfg_.heads = prev.heads, model_cfg_.decoder_dim = prev.decoder_dim;
+    model_cfg_.decoder_depth = prev.decoder_depth, model_cfg_.decoder_heads = prev.decoder_heads;
+    model_cfg_.mlp_ratio = prev.mlp_ratio, model_cfg_.cls_tokens = prev.cls_tokens;
+  }
+
+  void init_from(const std::string& path, const CheckpointState& s) {
+    const auto& weights = opt_.run.init_ema && !s.ema.empty() ? s.ema : s.model;
+    at::NoGradGuard ng;
+    int64_t copied = 0;
+    std::vector<std::string> fresh;
+    for (auto& p : model_->named_parameters()) {
+      auto it = weights.find(p.key());
+      if (it == weights.end() || it->second.sizes() != p.value().sizes()) {
+        fresh.push_back(p.key());
+        continue;
+      }
+      p.value().copy_(it->second);
+      ++copied;
+    }
+    log("initialized {} tensors from '{}'{}", copied, path,
+        fresh.empty() ? std::string() : fmt::format("; {} new ({}...)", fresh.size(), fresh[0]));
+    prov_.add_input(path);
+  }
+
+  void resume_from(const std::string& path, const CheckpointState& s) {
+    at::NoGradGuard ng;
+    for (auto& p : model_->named_parameters()) {
+      auto it = s.model.find(p.key());
+      if (it == s.model.end()) throw Error("'" + path + "' lacks weights '" + p.key() + "'");
+      p.value().copy_(it->second);
+      if (s.ema.count(p.key())) ema_[p.key()].copy_(s.ema.at(p.key()));
+    }
+    for (auto& slot : optimizer_->slots()) {
+      if (!s.exp_avg.count(slot.name)) continue;
+      slot.exp_avg.copy_(s.exp_avg.at(slot.name));
+      slot.exp_avg_sq.copy_(s.exp_avg_sq.at(slot.name));
+      slot.step = s.adam_steps.at(slot.name);
+    }
+    if (s.rng.defined()) gen_.set_state(s.rng);
+    step_ = s.step;
+    if (step_ >= total_) log("'{}' is already at step {} of {}", path, step_, total_);
+    else log("resuming '{}' at step {} of {}", path, step_, total_);
+  }
+
+  // The batch of step `step`: a permutation per epoch, drawn from (seed, epoch), so a resumed run
+  // sees the same batches.
+  at::Tensor batch_indices(int64_t step) {
+    const int64_t epoch = step / spe_, pos = step % spe_;
+    if (epoch != perm_epoch_) {
+      at::Generator g = compat::cpu_generator(prov_.seed * 1000003ULL + static_cast<uint64_t>(epoch) + 1);
+      perm_ = at::randperm(table_.size(), g, at::TensorOptions().dtype(at::kLong));
+      perm_epoch_ = epoch;
+    }
+    const int64_t b = opt_.optim.batch;
+    if (b <= table_.size()) return perm_.slice(0, pos * b, pos * b + b);
+    return perm_.repeat({(b + table_.size() - 1) / table_.size()}).slice(0, 0, b);
+  }
+
+  struct Batch {
+    at::Tensor x0, labels;
+    Corrupted corrupted;
+  };
+
+  Batch make_batch(const at::Tensor& idx, int64_t step) {
+    Batch b;
+    b.x0 = patchify(to_unit_range(images_.index_select(0, idx)), model_cfg_.patch);
+    b.corrupted = corruptor_->sample(b.x0, step, total_, gen_);
+    if (model_cfg_.num_classes > 0) {
+      b.labels = labels_.index_select(0, idx);
+      at::Tensor drop = at::rand({idx.size(0)}, gen_) < opt_.objective.class_dropout;
+      b.labels = at::where(drop, at::full_like(b.labels, model_cfg_.num_classes), b.labels);
+    }
+    return b;
+  }
+
+  ModelOutput forward(const Batch& b) {
+    ModelInput in;
+    in.tokens = b.corrupted.xt.to(device_);
+    in.time_index = b.corrupted.time_index.to(device_);
+    if (b.labels.defined()) in.labels = b.labels.to(device_);
+    in.dropped = b.corrupted.dropped.to(device_);
+    in.masked = b.corrupted.masked.to(device_);
+    return model_->forward(in);
+  }
+
+  Loss train_step() {
+    optimizer_->set_lr(warmup_cosine_lr(opt_.optim.base_lr(), step_, warmup_, total_));
+    Batch b = make_batch(batch_indices(step_), step_);
+    if (opt_.run.benchmark > 0) count_work(b);
+    ModelOutput out;
+    {
+      compat::CudaAutocast autocast(device_.is_cuda());
+      out = forward(b);
+    }
+    Corrupted on_device = b.corrupted;
+    on_device.eps = on_device.eps.to(device_);
+    on_device.masked = on_device.masked.to(device_);
+    Loss loss = objective_loss(cfg_, on_device, b.x0.to(device_), out, corruptor_->schedule(), pca_.get(),
+                               LossOptions{opt_.objective.norm_pix});
+    optimizer_->zero_grad();
+    loss.total.backward();
+    grad_norm_ = clip_grad_norm(params_, opt_.optim.clip);
+    optimizer_->step();
+    at::NoGradGuard ng;
+    for (const auto& p : named_) ema_[p.key()].mul_(opt_.optim.ema).add_(p.value().detach(), 1 - opt_.optim.ema);
+    return loss;
+  }
+
+  // Reconstructions of 8 fixed training images: clean, corrupted input (masks marked), x0 prediction.
+  void preview() {
+    at::NoGradGuard ng;
+    model_->eval();
+    const int64_t R = std::min<int64_t>(8, table_.size());
+    at::Tensor idx = at::arange(R, at::kLong);
+    at::Generator g = compat::cpu_generator(12345);
+    Batch b;
+    b.x0 = patchify(to_unit_range(images_.index_select(0, idx)), model_cfg_.patch);
+    b.corrupted = corruptor_->sample(b.x0, step_, total_, g);
+    if (model_cfg_.num_classes > 0) b.labels = labels_.index_select(0, idx);
+    ModelOutput out = forward(b);
+    model_->train();
+    const int64_t H = model_cfg_.height, W = model_cfg_.width, C = model_cfg_.channels, p = model_cfg_.patch;
+    at::Tensor x0_hat = out.x0.to(at::kCPU).to(at::kFloat);
+    if (cfg_.kind == ObjectiveKind::Dit) {  // DiT predicts eps: recover x0 from x_t
+      at::Tensor t = b.corrupted.t.clamp_min(0);
+      auto ab = NoiseSchedule::per_row(corruptor_->schedule().alphas_cumprod(), t, 3, at::kFloat);
+      x0_hat = (b.corrupted.xt - (1 - ab).sqrt() * out.eps.to(at::kCPU).to(at::kFloat)) / ab.sqrt();
+    }
+    // Visible tokens shown as given, masked ones as predicted.
+    at::Tensor pasted = at::where(b.corrupted.masked.unsqueeze(-1), x0_hat, b.corrupted.xt);
+    std::vector<at::Tensor> cols = {b.x0, b.corrupted.xt, x0_hat, pasted};
+    std::vector<at::Tensor> images, marks;
+    at::Tensor none = at::zeros_like(b.corrupted.masked);
+    for (size_t k = 0; k < cols.size(); ++k) {
+      images.push_back(to_uint8(unpatchify(cols[k], p, H, W, C)));
+      marks.push_back(k == 1 ? b.corrupted.masked : none);
+    }
+    at::Tensor drops = at::stack({none, b.corrupted.dropped, none, none}, 1);
+    Grid grid = render_grid(at::stack(images, 1), at::stack(marks, 1), drops, p, 0);
+    auto text = prov_.fields();
+    text.push_back({"mdx_step", std::to_string(step_)});
+    text.push_back({"mdx_columns", "clean; corrupted input (masked patches coloured); x0 prediction; "
+                                   "prediction pasted into the masked patches"});
+    const std::string path = beside(opt_.run.output, ".preview.png");
+    AtomicOutput out_png(path, opt_.run.inputs);
+    write_png(out_png.temp_path(), grid.pixels.data(), grid.height, grid.width, 3, text);
+    out_png.commit();
+  }
+
+  void save() {
+    CheckpointState s;
+    for (const auto& p : model_->named_parameters()) s.model[p.key()] = p.value();
+    for (const auto& b : model_->named_buffers()) s.model[b.key()] = b.value();
+    s.ema = ema_;
+    for (const auto& slot : optimizer_->slots()) {
+      s.exp_avg[slot.name] = slot.exp_avg;
+      s.exp_avg_sq[slot.name] = slot.exp_avg_sq;
+      s.adam_steps[slot.name] = slot.step;
+    }
+    s.step = step_;
+    s.rng = gen_.get_state();
+    s.config = model_cfg_.to_map();
+    s.config["objective"] = objective_name(cfg_.kind);
+    s.config["schedule"] = cfg_.noises() ? schedule_name(cfg_.schedule) : "none";
+    s.config["norm_pix"] = opt_.objective.norm_pix ? "1" : "0";
+    s.config["class_dropout"] = fmt::format("{}", opt_.objective.class_dropout);
+    s.config["lr"] = fmt::format("{}", opt_.optim.base_lr());
+    s.config["weight_decay"] = fmt::format("{}", opt_.optim.weight_decay);
+    s.config["betas"] = fmt::format("{},{}", opt_.optim.beta1, opt_.optim.beta2);
+    s.config["clip"] = fmt::format("{}", opt_.optim.clip);
+    s.config["warmup"] = fmt::format("{}", opt_.optim.warmup);
+    s.config["ema"] = fmt::format("{}", opt_.optim.ema);
+    s.config["seed"] = std::to_string(prov_.seed);
+    s.config["mask_policy"] = mask_policy_name(cfg_.mask_policy);
+    s.config["mask_ratio"] = fmt::format("{}", cfg_.mask_ratio);
+    s.config["noisy_mask_ratio"] = fmt::format("{}", cfg_.noisy_mask_ratio);
+    s.config["rep_share"] = fmt::format("{}", cfg_.representation_share);
+    s.config["tokenizer"] = opt_.objective.tokenizer;
+    s.config["total_steps"] = std::to_string(total_);
+    s.config["batch"] = std::to_string(opt_.optim.batch);
+    if (!table_.label_names().empty()) s.config["label_names"] = fmt::format("{}", fmt::join(table_.label_names(), "\n"));
+    std::vector<std::string> inputs = opt_.run.inputs;
+    if (!opt_.run.init.empty()) inputs.push_back(opt_.run.init);
+    save_checkpoint(opt_.run.output, s, prov_, inputs);
+  }
+
+  void benchmark() {
+    const int64_t warm = 3, n = opt_.run.benchmark;
+    for (int64_t i = 0; i < warm; ++i, ++step_) train_step();
+    if (device_.is_cuda()) compat::synchronize(device_);
+    auto t0 = std::chrono::steady_clock::now();
+    int64_t kept_tokens = 0;
+    double flops = 0;
+    for (int64_t i = 0; i < n; ++i, ++step_) {
+      train_step();
+      kept_tokens += last_kept_;
+      flops += last_flops_;
+    }
+    if (device_.is_cuda()) compat::synchronize(device_);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double images = static_cast<double>(n * opt_.optim.batch);
+    const double tflops = flops / secs / 1e12;
+    double peak = opt_.run.peak_tflops > 0 ? opt_.run.peak_tflops : compat::peak_tflops(device_);
+    std::cout << fmt::format(
+                     R"({{"tool": "mdx-train", "commit": "{}", "libtorch": "{}", "device": "{}", "objective": "{}", )"
+                     R"("model": "{}", "parameters": {}, "batch": {}, "steps": {}, "seconds": {:.4f}, )"
+                     R"("step_ms": {:.3f}, "images_per_s": {:.2f}, "encoder_tokens_per_s": {:.1f}, )"
+                     R"("tflops": {:.4f}, "mfu": {}, "peak_memory_mib": {:.1f}, "threads": {}}})",
+                     git_commit(), libtorch_version(), prov_.device, objective_name(cfg_.kind), model_cfg_.preset,
+                     parameter_count(), opt_.optim.batch, n, secs, 1000 * secs / n, images / secs,
+                     static_cast<double>(kept_tokens) / secs, tflops,
+                     peak > 0 ? fmt::format("{:.4f}", tflops / peak) : std::string("null"),
+                     device_.is_cuda() ? compat::peak_memory_mib(device_) : peak_rss_mib(), at::get_num_threads())
+              << std::endl;
+  }
+
+  // Encoder tokens and model FLOPs (forward + backward = 3 forward) of a batch, for --benchmark.
+  void count_work(const Batch& b) {
+    at::Tensor kept = (~b.corrupted.dropped).sum(1).cpu();
+    auto k = kept.accessor<int64_t, 1>();
+    last_kept_ = 0;
+    last_flops_ = 0;
+    for (int64_t i = 0; i < kept.size(0); ++i) {
+      last_kept_ += k[i];
+      last_flops_ += 3 * model_->forward_flops(1, k[i]);
+    }
+  }
+
+  int64_t parameter_count() const {
+    int64_t n = 0;
+    for (const auto& p : named_) n += p.value().numel();
+    return n;
+  }
+
+  const TrainOptions& opt_;
+  Provenance& prov_;
+  ImageTable table_;
+  ObjectiveConfig cfg_;
+  ModelConfig model_cfg_;
+  at::Device device_{at::kCPU};
+  std::shared_ptr<const PcaTokenizer> pca_;
+  std::unique_ptr<Corruptor> corruptor_;
+  MaskedDiffusionAutoencoder model_{nullptr};
+  torch::OrderedDict<std::string, at::Tensor> named_;
+  std::vector<at::Tensor> params_;
+  std::map<std::string, at::Tensor> ema_;
+  std::unique_ptr<AdamW> optimizer_;
+  CheckpointState start_;  // the checkpoint a --resume or --init run starts from
+  at::Generator gen_;
+  at::Tensor images_, labels_, perm_;
+  int64_t num_classes_ = 0, spe_ = 1, total_ = 0, warmup_ = 0, step_ = 0, perm_epoch_ = -1;
+  int64_t last_kept_ = 0;
+  double last_flops_ = 0, grad_norm_ = 0;
+};
+
+}  // namespace
+
+void train(const TrainOptions& opt, Provenance& prov) {
+  Trainer trainer(opt, prov);
+  trainer.run();
+}
+
+}  // namespace mdx

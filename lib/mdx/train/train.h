@@ -1,0 +1,70 @@
+// mdx-train as a library function: image table(s) (+ PCA tokenizer) -> checkpoint. One options
+// struct per component; each registers its own options and validates itself.
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <string>
+#include <vector>
+
+#include "mdx/corrupt/objective.h"
+#include "mdx/model/config.h"
+#include "mdx/util/provenance.h"
+
+namespace mdx {
+
+struct ObjectiveOptions {
+  std::string objective = "umd";
+  std::string schedule;                // empty: the objective's default
+  std::string mask_policy = "fixed";
+  double mask_ratio = 0.75;            // MAE; UMD's representation step
+  double noisy_mask_ratio = 0.375;     // UMD's noisy step
+  double representation_share = 0.5;   // UMD's r
+  bool norm_pix = false;               // MAE's normalized-pixel target
+  std::string tokenizer;               // PCA tokenizer (ldae)
+  bool class_cond = false;             // condition on the labels (null class for guidance)
+  double class_dropout = 0.1;          // labels replaced by the null class with this probability
+
+  void add_to(CLI::App& app);
+  ObjectiveConfig resolve() const;     // validates
+};
+
+struct OptimOptions {
+  int64_t batch = 256;
+  double lr = 0;          // 0: blr * batch / 256
+  double blr = 1.5e-4;
+  double weight_decay = 0.05, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
+  double warmup = 0.05;   // share of the steps
+  double ema = 0.9999;
+
+  void add_to(CLI::App& app);
+  void validate() const;
+  double base_lr() const { return lr > 0 ? lr : blr * static_cast<double>(batch) / 256.0; }
+};
+
+struct RunOptions {
+  std::vector<std::string> inputs;
+  std::string output;
+  int64_t epochs = 0, steps = 0;  // one of them
+  int64_t save_every = 1000, log_every = 10, preview_every = 500;
+  bool resume = false;
+  std::string init;               // fine-tune from this checkpoint's weights
+  bool init_ema = false;          // ... its EMA weights
+  int64_t benchmark = 0;          // > 0: time this many steps, print JSON, write nothing
+  double peak_tflops = 0;         // for MFU; 0: the device's known peak (or none)
+
+  void add_to(CLI::App& app);
+  void validate() const;
+};
+
+struct TrainOptions {
+  ObjectiveOptions objective;
+  ModelConfig model;
+  OptimOptions optim;
+  RunOptions run;
+  void add_to(CLI::App& app);
+};
+
+// Runs the training; on SIGINT/SIGTERM writes a checkpoint and throws Suspended (exit 75).
+void train(const TrainOptions& opt, Provenance& prov);
+
+}  // namespace mdx

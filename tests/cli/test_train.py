@@ -1,0 +1,144 @@
+"""mdx-train on Fashion-MNIST: every objective lowers its loss; checkpoints hold what SPEC says;
+an interrupted and resumed run ends bit-identical to an uninterrupted one; bad inputs."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import h5py
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(__file__))
+from mdxtest import FMNIST, ToolTest, run, tool  # noqa: E402
+
+# A model small enough for 2 CPU cores: 64 wide, 2 + 1 blocks, 7x7 tokens of 4x4 pixels.
+SMALL = ["--dim", "64", "--depth", "2", "--decoder-depth", "1", "--heads", "4", "--batch", "32", "--threads", "1"]
+
+
+def metrics(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+class Train(ToolTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.shared = tempfile.mkdtemp(prefix="mdx-train-")
+        cls.table = os.path.join(cls.shared, "t.h5")
+        r = run("mdx-tokenize", "-q", f"{FMNIST}/t10k-images-idx3-ubyte.gz", "--labels",
+                f"{FMNIST}/t10k-labels-idx1-ubyte.gz", "--limit", 2000, "-o", cls.table)
+        assert r.returncode == 0, r.stderr
+        cls.pca = os.path.join(cls.shared, "pca.h5")
+        r = run("mdx-pca-fit", "-q", cls.table, "--patch", 4, "--dim", 8, "-o", cls.pca)
+        assert r.returncode == 0, r.stderr
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.shared, ignore_errors=True)
+
+    def train(self, out, *args):
+        return self.ok("mdx-train", self.table, "-o", out, *SMALL, *args)
+
+    def test_each_objective_lowers_its_loss(self):
+        for objective, extra in (("umd", []), ("mae", []), ("ldae", ["--tokenizer", self.pca]),
+                                 ("dit", ["--class-cond"])):
+            with self.subTest(objective=objective):
+                out = self.path(f"{objective}.ckpt.h5")
+                self.train(out, "--objective", objective, "--steps", 60, "--log-every", 1, "--lr", "2e-3",
+                           "--ema", "0.9", *extra)
+                m = metrics(self.path(f"{objective}.ckpt.metrics.jsonl"))
+                self.assertEqual(m[-1]["step"], 60)
+                first, last = m[0]["loss"], np.mean([r["loss"] for r in m[-3:]])
+                self.assertLess(last, 0.8 * first, f"{objective}: loss {first} -> {last}")
+                with h5py.File(out, "r") as f:
+                    self.assertEqual(f.attrs["step"], 60)
+                    self.assertEqual(f["config"].attrs["objective"], objective)
+                    self.assertEqual(f["config"].attrs["height"], "28")
+                    self.assertIn("encoder.0.qkv.weight", f["model"])
+                    self.assertIn("encoder.0.qkv.weight", f["ema"])
+                    self.assertIn("encoder.0.qkv.weight", f["optimizer/exp_avg"])
+                    self.assertGreater(f["rng"].shape[0], 0)
+                    self.assertEqual(f.attrs["mdx_tool"], "mdx-train")
+                    self.assertEqual(len(f.attrs["history"].splitlines()), 2)
+                    if objective == "dit":
+                        self.assertEqual(f["config"].attrs["num_classes"], "10")
+                        self.assertEqual(f["model/label_table.weight"].shape, (11, 64))
+                png = Image.open(self.path(f"{objective}.ckpt.preview.png"))
+                self.assertEqual(png.text["mdx_step"], "60")
+
+    def test_resume_equals_uninterrupted(self):
+        straight = self.path("a.ckpt.h5")
+        args = ["--objective", "umd", "--steps", 40, "--log-every", 1, "--save-every", 1000]
+        self.train(straight, *args)
+        out = self.path("b.ckpt.h5")
+        p = subprocess.Popen([tool("mdx-train"), self.table, "-o", out, *SMALL, *map(str, args)],
+                             stderr=subprocess.PIPE, text=True)
+        log = self.path("b.ckpt.metrics.jsonl")
+        deadline = time.time() + 120
+        while time.time() < deadline and not (os.path.exists(log) and len(metrics(log)) >= 3):
+            time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+        self.assertEqual(p.returncode, 75, err)
+        self.assertIn("continue with --resume", err)
+        with h5py.File(out, "r") as f:
+            stopped = f.attrs["step"]
+        self.assertGreater(stopped, 2)
+        self.assertLess(stopped, 40)
+        self.train(out, *args, "--resume")
+        with h5py.File(straight, "r") as a, h5py.File(out, "r") as b:
+            self.assertEqual(b.attrs["step"], 40)
+            for group in ("model", "ema", "optimizer/exp_avg"):
+                for name in a[group]:
+                    np.testing.assert_array_equal(a[group][name][:], b[group][name][:], f"{group}/{name}")
+        # The metrics log continues where it stopped.
+        steps = [r["step"] for r in metrics(log)]
+        self.assertEqual(steps[-1], 40)
+
+    def test_init_for_class_conditional_fine_tune(self):
+        base = self.path("base.ckpt.h5")
+        self.train(base, "--steps", 5)
+        out = self.path("gen.ckpt.h5")
+        # The architecture comes from --init, not from the model flags.
+        r = self.ok("mdx-train", self.table, "-o", out, "--depth", 9, "--batch", 32, "--init", base, "--init-ema",
+                    "--class-cond", "--rep-share", 0.05, "--noisy-mask-ratio", 0, "--steps", 5)
+        self.assertIn("2 new (label_table.weight", r.stderr)
+        with h5py.File(out, "r") as f, h5py.File(base, "r") as b:
+            self.assertEqual(f["config"].attrs["depth"], "2")
+            self.assertEqual(f["config"].attrs["num_classes"], "10")
+            self.assertIn("base.ckpt.h5", f.attrs["mdx_inputs"])
+
+    def test_benchmark_prints_json_and_writes_nothing(self):
+        out = self.path("bench.ckpt.h5")
+        r = self.ok("mdx-train", self.table, "-o", out, *SMALL, "--benchmark", 2, "--objective", "dit")
+        row = json.loads(r.stdout)
+        for key in ("commit", "images_per_s", "encoder_tokens_per_s", "tflops", "mfu", "peak_memory_mib", "step_ms"):
+            self.assertIn(key, row)
+        self.assertEqual(row["batch"], 32)
+        self.assertGreater(row["tflops"], 0)
+        self.assertFalse(os.path.exists(out))
+
+    def test_bad_inputs(self):
+        out = self.path("x.ckpt.h5")
+        self.fails("mdx-train", self.table, "-o", out, "--objective", "ldae", "--steps", 1, code=2,
+                   contains=("tokenizer",))
+        self.fails("mdx-train", self.table, "-o", out, code=2, contains=("--epochs or --steps",))
+        unlabelled = self.path("u.h5")
+        with h5py.File(self.table, "r") as src, h5py.File(unlabelled, "w") as dst:
+            dst["images"] = src["images"][:64]
+        self.fails("mdx-train", unlabelled, "-o", out, "--class-cond", "--steps", 1, contains=("labels",))
+        self.fails("mdx-train", self.table, "-o", out, "--resume", "--steps", 1, contains=("x.ckpt.h5",))
+        self.fails("mdx-train", self.pca, "-o", out, "--steps", 1, contains=("images",))
+        self.fails("mdx-train", self.table, "-o", out, "--patch", 5, "--steps", 1, contains=("patch size 5",))
+        self.fails("mdx-train", self.table, "-o", out, "--init", self.pca, "--steps", 1, contains=("not an mdx checkpoint",))
+        self.assertNoOutput(out)
+
+
+if __name__ == "__main__":
+    unittest.main()
