@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,12 @@ from mdxtest import FMNIST, ToolTest, run, tool  # noqa: E402
 
 # A model small enough for 2 CPU cores: 64 wide, 2 + 1 blocks, 7x7 tokens of 4x4 pixels.
 SMALL = ["--dim", "64", "--depth", "2", "--decoder-depth", "1", "--heads", "4", "--batch", "32", "--threads", "1"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def metrics(path):
@@ -113,6 +120,47 @@ class Train(ToolTest):
             self.assertEqual(f["config"].attrs["depth"], "2")
             self.assertEqual(f["config"].attrs["num_classes"], "10")
             self.assertIn("base.ckpt.h5", f.attrs["mdx_inputs"])
+
+    def launch(self, out, rank, port, *args):
+        env = dict(os.environ, WORLD_SIZE="2", RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        return subprocess.Popen([tool("mdx-train"), self.table, "-o", out, *SMALL, *map(str, args)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def test_two_processes_equal_one(self):
+        args = ["--objective", "umd", "--steps", 6, "--warmup", 0, "--log-every", 1]
+        one = self.path("one.ckpt.h5")
+        self.train(one, *args)
+        two = self.path("two.ckpt.h5")
+        port = free_port()
+        ranks = [self.launch(two, r, port, *args) for r in (1, 0)]
+        for p in ranks:
+            _, err = p.communicate(timeout=300)
+            self.assertEqual(p.returncode, 0, err)
+        with h5py.File(one, "r") as a, h5py.File(two, "r") as b:
+            self.assertEqual(b.attrs["step"], 6)
+            for name in a["model"]:
+                np.testing.assert_allclose(a["model"][name][:], b["model"][name][:], rtol=0, atol=1e-5,
+                                           err_msg=name)
+        # Same losses (whole-batch values) in both logs.
+        la, lb = metrics(self.path("one.ckpt.metrics.jsonl")), metrics(self.path("two.ckpt.metrics.jsonl"))
+        np.testing.assert_allclose([r["loss"] for r in la], [r["loss"] for r in lb], rtol=1e-4)
+
+    def test_a_dead_rank_stops_the_others(self):
+        out = self.path("dead.ckpt.h5")
+        port = free_port()
+        args = ["--steps", 100000, "--log-every", 1, "--dist-timeout", 20]
+        survivor, victim = self.launch(out, 0, port, *args), self.launch(out, 1, port, *args)
+        log = self.path("dead.ckpt.metrics.jsonl")
+        deadline = time.time() + 120
+        while time.time() < deadline and not (os.path.exists(log) and len(metrics(log)) >= 2):
+            time.sleep(0.05)
+        victim.kill()
+        victim.communicate()
+        t0 = time.time()
+        _, err = survivor.communicate(timeout=60)
+        self.assertLess(time.time() - t0, 30)
+        self.assertEqual(survivor.returncode, 1, err)
+        self.assertIn("another rank died", err)
 
     def test_benchmark_prints_json_and_writes_nothing(self):
         out = self.path("bench.ckpt.h5")

@@ -6,7 +6,9 @@
 //   ldae  lambda_t sum_i w_i r_i^2, r = V (x0 - x0_hat) in the full PCA basis, w_i = 1 for the first d
 //         components and 0.1 for the rest (l-DAE)
 //   dit   eps-MSE on every token
-// MSE is the mean over a token's D values, averaged over the selected tokens.
+// MSE is the mean over a token's D values, averaged over the selected tokens of the whole batch:
+// with data parallelism each process scores its rows [begin, end) of the global batch but divides by
+// the global counts, so the processes' losses (and gradients) sum to those of the whole batch.
 #pragma once
 #include <torch/types.h>
 
@@ -31,10 +33,14 @@ struct Loss {
   std::vector<std::pair<std::string, at::Tensor>> terms;   // named parts, for the log
 };
 
-// Mean of `values` [B, L] over the true entries of `select` [B, L] (0 when none).
-at::Tensor masked_mean(const at::Tensor& values, const at::Tensor& select);
+// The rows of the global batch this process holds; end = -1: all of them.
+struct RowRange {
+  int64_t begin = 0, end = -1;
+};
 
+// `batch` is the corruption of the whole batch; x0 and out hold the rows of `rows`.
 Loss objective_loss(const ObjectiveConfig& cfg, const Corrupted& batch, const at::Tensor& x0, const ModelOutput& out,
-                    const NoiseSchedule& schedule, const PcaTokenizer* pca, const LossOptions& options);
+                    const NoiseSchedule& schedule, const PcaTokenizer* pca, const LossOptions& options,
+                    RowRange rows = {});
 
 }  // namespace mdx

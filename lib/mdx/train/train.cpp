@@ -17,6 +17,7 @@
 #include "mdx/tokenize/patches.h"
 #include "mdx/tokenize/pca.h"
 #include "mdx/train/checkpoint.h"
+#include "mdx/train/distributed.h"
 #include "mdx/train/loss.h"
 #include "mdx/train/optim.h"
 #include "mdx/util/error.h"
@@ -101,6 +102,9 @@ void RunOptions::add_to(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--peak-tflops", peak_tflops, "the device's peak TFLOP/s, for MFU (0: known GPUs only)")
       ->capture_default_str();
+  app.add_option("--dist-timeout", dist_timeout,
+                 "seconds a data-parallel process waits for the others before failing (a rank died)")
+      ->capture_default_str();
 }
 
 void RunOptions::validate() const {
@@ -109,6 +113,7 @@ void RunOptions::validate() const {
   if (save_every < 1 || log_every < 1) throw UsageError("--save-every and --log-every must be >= 1");
   if (preview_every < 0) throw UsageError("--preview-every must be >= 0");
   if (init_ema && init.empty()) throw UsageError("--init-ema goes with --init");
+  if (!(dist_timeout > 0)) throw UsageError("--dist-timeout must be > 0");
   if (resume && !init.empty()) throw UsageError("--resume continues a run; --init starts a new one: not both");
 }
 
@@ -141,7 +146,19 @@ class Trainer {
     opt.run.validate();
     cfg_ = opt.objective.resolve();
     device_ = at::Device(prov.device);
-    AtomicOutput(opt.run.output, opt.run.inputs);  // refuse an unwritable or input -o before any work
+    dist_ = distributed_from_environment();
+    if (dist_.active()) {
+      if (opt.optim.batch % dist_.world != 0)
+        throw UsageError(fmt::format("--batch {} (the global batch) must be a multiple of the {} processes",
+                                     opt.optim.batch, dist_.world));
+      if (dist_.rank > 0) set_quiet(true);  // one process logs
+      if (device_.is_cuda()) device_ = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(dist_.local_rank));
+      comm_ = std::make_unique<Communicator>(
+          dist_, std::chrono::milliseconds(static_cast<int64_t>(opt.run.dist_timeout * 1000)));
+    }
+    rows_.begin = opt.optim.batch * dist_.rank / dist_.world;
+    rows_.end = opt.optim.batch * (dist_.rank + 1) / dist_.world;
+    if (writer()) AtomicOutput(opt.run.output, opt.run.inputs);  // refuse an unwritable or input -o before any work
     prov.inputs = opt.run.inputs;
     prov.merge_history(table_.history());
     if (!opt.objective.tokenizer.empty()) {
@@ -186,6 +203,13 @@ class Trainer {
     }
     if (opt.run.resume) resume_from(opt.run.output, start_);
     start_ = CheckpointState{};  // its tensors are copied in; free them
+    if (comm_) {  // every process starts from rank 0's weights
+      at::NoGradGuard ng;
+      comm_->broadcast(params_);
+      std::vector<at::Tensor> ema;
+      for (auto& [k, v] : ema_) ema.push_back(v);
+      comm_->broadcast(ema);
+    }
     log("{}: {} images {}x{}x{}, {} tokens of {} values; model {} ({:.1f}M parameters: {} wide, {}+{} blocks); "
         "{} steps of {} ({} per epoch), lr {:.3g}, device {}",
         objective_name(cfg_.kind), table_.size(), model_cfg_.height, model_cfg_.width, model_cfg_.channels,
@@ -195,21 +219,24 @@ class Trainer {
 
   void run() {
     if (opt_.run.benchmark > 0) return benchmark();
-    std::ofstream metrics(beside(opt_.run.output, ".metrics.jsonl"), step_ > 0 ? std::ios::app : std::ios::trunc);
-    if (!metrics) throw Error("cannot write " + beside(opt_.run.output, ".metrics.jsonl"));
+    std::ofstream metrics;
+    if (writer()) {
+      metrics.open(beside(opt_.run.output, ".metrics.jsonl"), step_ > 0 ? std::ios::app : std::ios::trunc);
+      if (!metrics) throw Error("cannot write " + beside(opt_.run.output, ".metrics.jsonl"));
+    }
     Progress progress("training", total_ - step_, "steps", false);
     auto t0 = std::chrono::steady_clock::now();
     int64_t images_since = 0;
     while (step_ < total_) {
-      if (pending_signal() != 0) {
-        save();
-        throw Suspended(fmt::format("interrupted by {}; checkpoint at step {} written to '{}'; continue with --resume",
-                                    pending_signal() == SIGINT ? "SIGINT" : "SIGTERM", step_, opt_.run.output));
+      if (stop_ || (!comm_ && pending_signal() != 0)) {
+        if (writer()) save();
+        throw Suspended(fmt::format("interrupted by a signal; checkpoint at step {} written to '{}'; continue with --resume",
+                                    step_, opt_.run.output));
       }
       Loss loss = train_step();
       ++step_;
       images_since += opt_.optim.batch;
-      if (step_ % opt_.run.log_every == 0 || step_ == total_) {
+      if (writer() && (step_ % opt_.run.log_every == 0 || step_ == total_)) {
         double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (!std::isfinite(loss.total.item<double>()))
           throw Error(fmt::format("the loss is not finite at step {} (lower --lr?)", step_));
@@ -223,11 +250,12 @@ class Trainer {
         t0 = std::chrono::steady_clock::now();
         images_since = 0;
       }
-      if (opt_.run.preview_every > 0 && step_ % opt_.run.preview_every == 0) preview();
-      if (step_ % opt_.run.save_every == 0 && step_ < total_) save();
+      if (writer() && opt_.run.preview_every > 0 && step_ % opt_.run.preview_every == 0) preview();
+      if (writer() && step_ % opt_.run.save_every == 0 && step_ < total_) save();
       progress.advance();
     }
     progress.finish();
+    if (!writer()) return;
     preview();
     save();
     log("wrote {} (step {}); metrics in {}", opt_.run.output, step_, beside(opt_.run.output, ".metrics.jsonl"));
@@ -335,13 +363,16 @@ class Trainer {
     return b;
   }
 
-  ModelOutput forward(const Batch& b) {
+  // The model on rows [r.begin, r.end) of the batch (all rows by default).
+  ModelOutput forward(const Batch& b, RowRange r = {}) {
+    if (r.end < 0) r.end = b.corrupted.xt.size(0);
+    auto rows = [&](const at::Tensor& t) { return t.slice(0, r.begin, r.end).to(device_); };
     ModelInput in;
-    in.tokens = b.corrupted.xt.to(device_);
-    in.time_index = b.corrupted.time_index.to(device_);
-    if (b.labels.defined()) in.labels = b.labels.to(device_);
-    in.dropped = b.corrupted.dropped.to(device_);
-    in.masked = b.corrupted.masked.to(device_);
+    in.tokens = rows(b.corrupted.xt);
+    in.time_index = rows(b.corrupted.time_index);
+    if (b.labels.defined()) in.labels = rows(b.labels);
+    in.dropped = rows(b.corrupted.dropped);
+    in.masked = rows(b.corrupted.masked);
     return model_->forward(in);
   }
 
@@ -349,18 +380,17 @@ class Trainer {
     optimizer_->set_lr(warmup_cosine_lr(opt_.optim.base_lr(), step_, warmup_, total_));
     Batch b = make_batch(batch_indices(step_), step_);
     if (opt_.run.benchmark > 0) count_work(b);
+    // Every process corrupts the whole batch alike (same generator) and runs the model on its rows.
     ModelOutput out;
     {
       compat::CudaAutocast autocast(device_.is_cuda());
-      out = forward(b);
+      out = forward(b, rows_);
     }
-    Corrupted on_device = b.corrupted;
-    on_device.eps = on_device.eps.to(device_);
-    on_device.masked = on_device.masked.to(device_);
-    Loss loss = objective_loss(cfg_, on_device, b.x0.to(device_), out, corruptor_->schedule(), pca_.get(),
-                               LossOptions{opt_.objective.norm_pix});
+    Loss loss = objective_loss(cfg_, b.corrupted, b.x0.slice(0, rows_.begin, rows_.end).to(device_), out,
+                               corruptor_->schedule(), pca_.get(), LossOptions{opt_.objective.norm_pix}, rows_);
     optimizer_->zero_grad();
     loss.total.backward();
+    if (comm_) reduce(loss);
     grad_norm_ = clip_grad_norm(params_, opt_.optim.clip);
     optimizer_->step();
     at::NoGradGuard ng;
@@ -476,6 +506,28 @@ class Trainer {
               << std::endl;
   }
 
+  // Sums the gradients, the loss terms and the stop flag over the processes: the losses are
+  // normalized by whole-batch counts, so the sums are the whole batch's values.
+  void reduce(Loss& loss) {
+    std::vector<at::Tensor> all;
+    for (auto& p : params_) {
+      if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+      all.push_back(p.grad());
+    }
+    at::Tensor scalars = at::zeros({static_cast<int64_t>(loss.terms.size()) + 2}, at::kFloat);
+    scalars[0] = loss.total.detach().to(at::kCPU).to(at::kFloat);
+    for (size_t i = 0; i < loss.terms.size(); ++i)
+      scalars[static_cast<int64_t>(i) + 1] = loss.terms[i].second.detach().to(at::kCPU).to(at::kFloat);
+    scalars[scalars.size(0) - 1] = pending_signal() != 0 ? 1.0f : 0.0f;
+    all.push_back(scalars);
+    comm_->all_reduce_sum(all);
+    loss.total = scalars[0];
+    for (size_t i = 0; i < loss.terms.size(); ++i) loss.terms[i].second = scalars[static_cast<int64_t>(i) + 1];
+    stop_ = scalars[scalars.size(0) - 1].item<float>() > 0;
+  }
+
+  bool writer() const { return dist_.rank == 0; }
+
   // Encoder tokens and model FLOPs (forward + backward = 3 forward) of a batch, for --benchmark.
   void count_work(const Batch& b) {
     at::Tensor kept = (~b.corrupted.dropped).sum(1).cpu();
@@ -508,6 +560,10 @@ class Trainer {
   std::map<std::string, at::Tensor> ema_;
   std::unique_ptr<AdamW> optimizer_;
   CheckpointState start_;  // the checkpoint a --resume or --init run starts from
+  DistributedEnv dist_;
+  std::unique_ptr<Communicator> comm_;
+  RowRange rows_;          // this process's rows of each batch
+  bool stop_ = false;      // a signal reached some process: all stop after this step
   at::Generator gen_;
   at::Tensor images_, labels_, perm_;
   int64_t num_classes_ = 0, spe_ = 1, total_ = 0, warmup_ = 0, step_ = 0, perm_epoch_ = -1;

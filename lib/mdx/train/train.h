@@ -51,6 +51,7 @@ struct RunOptions {
   bool init_ema = false;          // ... its EMA weights
   int64_t benchmark = 0;          // > 0: time this many steps, print JSON, write nothing
   double peak_tflops = 0;         // for MFU; 0: the device's known peak (or none)
+  double dist_timeout = 300;      // seconds a collective waits for the other processes
 
   void add_to(CLI::App& app);
   void validate() const;
