@@ -34,6 +34,15 @@ std::string detail() {
 }
 }  // namespace
 
+namespace {
+std::recursive_mutex& library_mutex() {
+  static std::recursive_mutex m;
+  return m;
+}
+}  // namespace
+
+LockGuard::LockGuard() : lock_(library_mutex()) {}
+
 std::string last_error() {
   std::string msg;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost, &msg);

@@ -4,6 +4,7 @@
 #include <hdf5.h>
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,15 @@ class Handle {
 
  private:
   hid_t id_ = -1;
+};
+
+// The serial HDF5 library is not thread-safe: code that uses it from a second thread (mdx-train's
+// read-ahead of a streamed table) and the code it could overlap with hold this lock.
+class LockGuard {
+ public:
+  LockGuard();
+ private:
+  std::lock_guard<std::recursive_mutex> lock_;
 };
 
 // The innermost message of the current HDF5 error stack ("" when empty).

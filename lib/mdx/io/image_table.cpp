@@ -75,8 +75,9 @@ void ImageTable::read(int64_t start, int64_t count, uint8_t* images, int64_t* la
   for (const auto& p : parts_) {
     int64_t lo = std::max(start, p.offset), hi = std::min(start + count, p.offset + p.rows);
     if (lo >= hi) continue;
-    std::string what = "'images' in '" + p.path + "'";
-    h5::read_rows(p.images, lo - p.offset, hi - lo, H5T_NATIVE_UINT8, images + (lo - start) * image_bytes(), what);
+    if (images)
+      h5::read_rows(p.images, lo - p.offset, hi - lo, H5T_NATIVE_UINT8, images + (lo - start) * image_bytes(),
+                    "'images' in '" + p.path + "'");
     if (labels)
       h5::read_rows(p.labels, lo - p.offset, hi - lo, H5T_NATIVE_INT64, labels + (lo - start),
                     "'labels' in '" + p.path + "'");

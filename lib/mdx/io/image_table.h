@@ -26,8 +26,9 @@ class ImageTable {
   // Union of the files' history lines, in file order.
   const std::vector<std::string>& history() const { return history_; }
 
-  // Rows [start, start+count) of the concatenated table; `labels` may be null.
+  // Rows [start, start+count) of the concatenated table; `images` or `labels` may be null.
   void read(int64_t start, int64_t count, uint8_t* images, int64_t* labels) const;
+  void read_labels(int64_t start, int64_t count, int64_t* labels) const { read(start, count, nullptr, labels); }
 
  private:
   struct Part {

@@ -66,6 +66,7 @@ bool is_checkpoint(const std::string& path) {
 void save_checkpoint(const std::string& path, const CheckpointState& s, const Provenance& prov,
                      const std::vector<std::string>& inputs) {
   AtomicOutput out(path, inputs);
+  h5::LockGuard lock;  // a streamed table may be read ahead meanwhile
   h5::Handle f = h5::create_file(out.temp_path());
   write_tensors(f, "model", s.model);
   write_tensors(f, "ema", s.ema);

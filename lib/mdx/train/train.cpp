@@ -17,6 +17,7 @@
 #include "mdx/tokenize/patches.h"
 #include "mdx/tokenize/pca.h"
 #include "mdx/train/checkpoint.h"
+#include "mdx/train/data.h"
 #include "mdx/train/distributed.h"
 #include "mdx/train/loss.h"
 #include "mdx/train/optim.h"
@@ -102,6 +103,9 @@ void RunOptions::add_to(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--peak-tflops", peak_tflops, "the device's peak TFLOP/s, for MFU (0: known GPUs only)")
       ->capture_default_str();
+  app.add_option("--memory-budget", memory_budget,
+                 "GiB of images held in memory; a larger table is streamed in shuffled windows")
+      ->capture_default_str();
   app.add_option("--dist-timeout", dist_timeout,
                  "seconds a data-parallel process waits for the others before failing (a rank died)")
       ->capture_default_str();
@@ -114,6 +118,7 @@ void RunOptions::validate() const {
   if (preview_every < 0) throw UsageError("--preview-every must be >= 0");
   if (init_ema && init.empty()) throw UsageError("--init-ema goes with --init");
   if (!(dist_timeout > 0)) throw UsageError("--dist-timeout must be > 0");
+  if (!(memory_budget > 0)) throw UsageError("--memory-budget must be > 0");
   if (resume && !init.empty()) throw UsageError("--resume continues a run; --init starts a new one: not both");
 }
 
@@ -167,7 +172,9 @@ class Trainer {
     }
     if (opt.objective.class_cond && !table_.has_labels())
       throw Error("--class-cond needs labels, and '" + opt.run.inputs[0] + "' has none");
-    load_images();
+    data_ = std::make_unique<TrainingData>(table_, opt.optim.batch, prov.seed,
+                                           static_cast<int64_t>(opt.run.memory_budget * (1LL << 30)));
+    num_classes_ = data_->num_classes();
     model_cfg_ = opt.model;
     if (!opt.run.init.empty() || opt.run.resume) adopt_architecture();
     model_cfg_.height = table_.height(), model_cfg_.width = table_.width(), model_cfg_.channels = table_.channels();
@@ -183,7 +190,7 @@ class Trainer {
     model_ = MaskedDiffusionAutoencoder(model_cfg_);
     model_->to(device_);
     if (device_.is_cuda()) compat::enable_tf32();
-    spe_ = std::max<int64_t>(1, table_.size() / opt.optim.batch);
+    spe_ = data_->steps_per_epoch();
     total_ = opt.run.benchmark > 0 ? opt.run.benchmark + 3
              : opt.run.steps > 0   ? opt.run.steps
                                    : opt.run.epochs * spe_;
@@ -221,6 +228,7 @@ class Trainer {
     if (opt_.run.benchmark > 0) return benchmark();
     std::ofstream metrics;
     if (writer()) {
+      if (step_ > 0) keep_metrics_until(step_);
       metrics.open(beside(opt_.run.output, ".metrics.jsonl"), step_ > 0 ? std::ios::app : std::ios::trunc);
       if (!metrics) throw Error("cannot write " + beside(opt_.run.output, ".metrics.jsonl"));
     }
@@ -262,24 +270,6 @@ class Trainer {
   }
 
  private:
-  void load_images() {
-    const int64_t n = table_.size(), bytes = table_.image_bytes();
-    images_ = at::empty({n, table_.height(), table_.width(), table_.channels()}, at::kByte);
-    labels_ = at::full({n}, -1, at::kLong);
-    Progress progress("loading", n, "images");
-    const int64_t chunk = 8192;
-    for (int64_t s = 0; s < n; s += chunk) {
-      int64_t c = std::min(chunk, n - s);
-      table_.read(s, c, images_.data_ptr<uint8_t>() + s * bytes, table_.has_labels() ? labels_.data_ptr<int64_t>() + s : nullptr);
-      progress.advance(c);
-    }
-    progress.finish();
-    if (table_.has_labels()) {
-      if ((labels_ < 0).any().item<bool>()) throw Error("the table has negative labels");
-      num_classes_ = std::max<int64_t>(labels_.max().item<int64_t>() + 1, static_cast<int64_t>(table_.label_names().size()));
-    }
-  }
-
   // A run continued (--resume) or fine-tuned (--init) keeps the architecture it started with.
   void adopt_architecture() {
     const std::string& from = opt_.run.resume ? opt_.run.output : opt_.run.init;
@@ -332,32 +322,20 @@ class Trainer {
     else log("resuming '{}' at step {} of {}", path, step_, total_);
   }
 
-  // The batch of step `step`: a permutation per epoch, drawn from (seed, epoch), so a resumed run
-  // sees the same batches.
-  at::Tensor batch_indices(int64_t step) {
-    const int64_t epoch = step / spe_, pos = step % spe_;
-    if (epoch != perm_epoch_) {
-      at::Generator g = compat::cpu_generator(prov_.seed * 1000003ULL + static_cast<uint64_t>(epoch) + 1);
-      perm_ = at::randperm(table_.size(), g, at::TensorOptions().dtype(at::kLong));
-      perm_epoch_ = epoch;
-    }
-    const int64_t b = opt_.optim.batch;
-    if (b <= table_.size()) return perm_.slice(0, pos * b, pos * b + b);
-    return perm_.repeat({(b + table_.size() - 1) / table_.size()}).slice(0, 0, b);
-  }
-
   struct Batch {
     at::Tensor x0, labels;
     Corrupted corrupted;
   };
 
-  Batch make_batch(const at::Tensor& idx, int64_t step) {
+  Batch make_batch(int64_t step) {
     Batch b;
-    b.x0 = patchify(to_unit_range(images_.index_select(0, idx)), model_cfg_.patch);
+    at::Tensor images, labels;
+    data_->batch(step, images, labels);
+    b.x0 = patchify(to_unit_range(images), model_cfg_.patch);
     b.corrupted = corruptor_->sample(b.x0, step, total_, gen_);
     if (model_cfg_.num_classes > 0) {
-      b.labels = labels_.index_select(0, idx);
-      at::Tensor drop = at::rand({idx.size(0)}, gen_) < opt_.objective.class_dropout;
+      b.labels = labels;
+      at::Tensor drop = at::rand({labels.size(0)}, gen_) < opt_.objective.class_dropout;
       b.labels = at::where(drop, at::full_like(b.labels, model_cfg_.num_classes), b.labels);
     }
     return b;
@@ -378,7 +356,7 @@ class Trainer {
 
   Loss train_step() {
     optimizer_->set_lr(warmup_cosine_lr(opt_.optim.base_lr(), step_, warmup_, total_));
-    Batch b = make_batch(batch_indices(step_), step_);
+    Batch b = make_batch(step_);
     if (opt_.run.benchmark > 0) count_work(b);
     // Every process corrupts the whole batch alike (same generator) and runs the model on its rows.
     ModelOutput out;
@@ -402,33 +380,35 @@ class Trainer {
   void preview() {
     at::NoGradGuard ng;
     model_->eval();
-    const int64_t R = std::min<int64_t>(8, table_.size());
-    at::Tensor idx = at::arange(R, at::kLong);
     at::Generator g = compat::cpu_generator(12345);
     Batch b;
-    b.x0 = patchify(to_unit_range(images_.index_select(0, idx)), model_cfg_.patch);
+    at::Tensor images, labels;
+    data_->head(8, images, labels);
+    b.x0 = patchify(to_unit_range(images), model_cfg_.patch);
     b.corrupted = corruptor_->sample(b.x0, step_, total_, g);
-    if (model_cfg_.num_classes > 0) b.labels = labels_.index_select(0, idx);
+    if (model_cfg_.num_classes > 0) b.labels = labels;
     ModelOutput out = forward(b);
     model_->train();
     const int64_t H = model_cfg_.height, W = model_cfg_.width, C = model_cfg_.channels, p = model_cfg_.patch;
     at::Tensor x0_hat = out.x0.to(at::kCPU).to(at::kFloat);
     if (cfg_.kind == ObjectiveKind::Dit) {  // DiT predicts eps: recover x0 from x_t
       at::Tensor t = b.corrupted.t.clamp_min(0);
-      auto ab = NoiseSchedule::per_row(corruptor_->schedule().alphas_cumprod(), t, 3, at::kFloat);
-      x0_hat = (b.corrupted.xt - (1 - ab).sqrt() * out.eps.to(at::kCPU).to(at::kFloat)) / ab.sqrt();
+      const NoiseSchedule& s = corruptor_->schedule();
+      auto signal = NoiseSchedule::per_row(s.signal(), t, 3, at::kFloat);
+      auto noise = NoiseSchedule::per_row(s.noise(), t, 3, at::kFloat);
+      x0_hat = (b.corrupted.xt - noise * out.eps.to(at::kCPU).to(at::kFloat)) / signal;
     }
     // Visible tokens shown as given, masked ones as predicted.
     at::Tensor pasted = at::where(b.corrupted.masked.unsqueeze(-1), x0_hat, b.corrupted.xt);
     std::vector<at::Tensor> cols = {b.x0, b.corrupted.xt, x0_hat, pasted};
-    std::vector<at::Tensor> images, marks;
+    std::vector<at::Tensor> cells, marks;
     at::Tensor none = at::zeros_like(b.corrupted.masked);
     for (size_t k = 0; k < cols.size(); ++k) {
-      images.push_back(to_uint8(unpatchify(cols[k], p, H, W, C)));
+      cells.push_back(to_uint8(unpatchify(cols[k], p, H, W, C)));
       marks.push_back(k == 1 ? b.corrupted.masked : none);
     }
     at::Tensor drops = at::stack({none, b.corrupted.dropped, none, none}, 1);
-    Grid grid = render_grid(at::stack(images, 1), at::stack(marks, 1), drops, p, 0);
+    Grid grid = render_grid(at::stack(cells, 1), at::stack(marks, 1), drops, p, 0);
     auto text = prov_.fields();
     text.push_back({"mdx_step", std::to_string(step_)});
     text.push_back({"mdx_columns", "clean; corrupted input (masked patches coloured); x0 prediction; "
@@ -528,6 +508,21 @@ class Trainer {
 
   bool writer() const { return dist_.rank == 0; }
 
+  // A resumed run drops the lines a killed run logged after its last checkpoint, so each step
+  // appears once.
+  void keep_metrics_until(int64_t step) {
+    const std::string path = beside(opt_.run.output, ".metrics.jsonl");
+    std::ifstream in(path);
+    if (!in) return;
+    std::string kept;
+    for (std::string line; std::getline(in, line);) {
+      auto at = line.find("\"step\": ");
+      if (at != std::string::npos && std::stoll(line.substr(at + 8)) <= step) kept += line + "\n";
+    }
+    in.close();
+    std::ofstream(path, std::ios::trunc) << kept;
+  }
+
   // Encoder tokens and model FLOPs (forward + backward = 3 forward) of a batch, for --benchmark.
   void count_work(const Batch& b) {
     at::Tensor kept = (~b.corrupted.dropped).sum(1).cpu();
@@ -565,8 +560,8 @@ class Trainer {
   RowRange rows_;          // this process's rows of each batch
   bool stop_ = false;      // a signal reached some process: all stop after this step
   at::Generator gen_;
-  at::Tensor images_, labels_, perm_;
-  int64_t num_classes_ = 0, spe_ = 1, total_ = 0, warmup_ = 0, step_ = 0, perm_epoch_ = -1;
+  std::unique_ptr<TrainingData> data_;
+  int64_t num_classes_ = 0, spe_ = 1, total_ = 0, warmup_ = 0, step_ = 0;
   int64_t last_kept_ = 0;
   double last_flops_ = 0, grad_norm_ = 0;
 };

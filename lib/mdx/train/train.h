@@ -52,6 +52,7 @@ struct RunOptions {
   int64_t benchmark = 0;          // > 0: time this many steps, print JSON, write nothing
   double peak_tflops = 0;         // for MFU; 0: the device's known peak (or none)
   double dist_timeout = 300;      // seconds a collective waits for the other processes
+  double memory_budget = 16;      // GiB: a larger table is streamed
 
   void add_to(CLI::App& app);
   void validate() const;
