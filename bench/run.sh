@@ -7,3 +7,5 @@ MDX_BIN=${MDX_BIN:-$here/../build}
 export MDX_BIN
 echo "== mdx-tokenize: JPEG folder -> table, against PIL + numpy + h5py"
 "$PYTHON" "$here/tokenize_bench.py" --bin "$MDX_BIN"
+echo "== mdx-train: one training step per objective, against the same step in PyTorch (same LibTorch)"
+"$PYTHON" "$here/train_step_bench.py" --bin "$MDX_BIN"

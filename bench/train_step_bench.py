@@ -460,14 +460,16 @@ def main():
                        "batch": args.batch, "threads": args.threads, "steps": args.steps, "repeat": args.repeat,
                        "parameters": b["parameters"], "step_ms": round(b["step_ms"], 3),
                        "images_per_s": round(1000 * args.batch / b["step_ms"], 2),
-                       "libtorch": torch.__version__}
+                       "libtorch": torch.__version__,
+                       "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default")}
                 if side == "c++":
                     row["mdx_train_commit"] = b["mdx_train_commit"]
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     get = lambda obj, side: next(r for r in rows if r["objective"] == obj and r["side"] == side)
     print()
-    print(f"model {args.model}, batch {args.batch}, {args.threads} threads, best of {args.repeat} x {args.steps} steps")
+    print(f"model {args.model}, batch {args.batch}, {args.threads} threads (OpenBLAS's own pool: "
+          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'its default')}), best of {args.repeat} x {args.steps} steps")
     print()
     print("| objective | C++ step ms | Python step ms | C++ images/s | Python images/s | speed vs Python |")
     print("|---|---:|---:|---:|---:|---:|")

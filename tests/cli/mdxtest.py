@@ -29,7 +29,24 @@ def run(name, *args, **kw):
 
 
 class ToolTest(unittest.TestCase):
-    """A test case with a scratch directory."""
+    """A test case with a scratch directory per test, and one per class (`cls.shared`)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.shared = tempfile.mkdtemp(prefix="mdx-cli-class-")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.shared, ignore_errors=True)
+
+    @classmethod
+    def fmnist_table(cls, limit, labels=True):
+        """The first `limit` Fashion-MNIST test images as a table in the class's directory."""
+        table = os.path.join(cls.shared, f"fmnist-{limit}.h5")
+        extra = ["--labels", f"{FMNIST}/t10k-labels-idx1-ubyte.gz"] if labels else []
+        r = run("mdx-tokenize", "-q", f"{FMNIST}/t10k-images-idx3-ubyte.gz", *extra, "--limit", limit, "-o", table)
+        assert r.returncode == 0, r.stderr
+        return table
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="mdx-cli-")

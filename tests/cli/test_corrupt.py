@@ -2,9 +2,7 @@
 the PNG grid and its text chunks; determinism; bad inputs."""
 import math
 import os
-import shutil
 import sys
-import tempfile
 import unittest
 
 import h5py
@@ -12,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mdxtest import FMNIST, ToolTest, run  # noqa: E402
+from mdxtest import ToolTest  # noqa: E402
 
 
 def linear_alpha_bar(T=1000):
@@ -34,18 +32,11 @@ def tokens(x, p=4):
 class Corrupt(ToolTest):
     @classmethod
     def setUpClass(cls):
-        cls.shared = tempfile.mkdtemp(prefix="mdx-corrupt-")
-        cls.table = os.path.join(cls.shared, "t.h5")
-        r = run("mdx-tokenize", "-q", f"{FMNIST}/t10k-images-idx3-ubyte.gz", "--labels",
-                f"{FMNIST}/t10k-labels-idx1-ubyte.gz", "--limit", 2000, "-o", cls.table)
-        assert r.returncode == 0, r.stderr
+        super().setUpClass()
+        cls.table = cls.fmnist_table(2000)
         with h5py.File(cls.table, "r") as f:
             cls.images = f["images"][:]
             cls.labels = f["labels"][:]
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.shared, ignore_errors=True)
 
     def x0(self, first=0, count=8):
         return self.images[first:first + count].astype(np.float64) / 127.5 - 1

@@ -1,15 +1,13 @@
 """mdx-pca-fit against an independent numpy PCA of the same patches."""
 import os
-import shutil
 import sys
-import tempfile
 import unittest
 
 import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mdxtest import FMNIST, ToolTest, run  # noqa: E402
+from mdxtest import ToolTest  # noqa: E402
 
 
 def patches(images, p):
@@ -23,14 +21,8 @@ def patches(images, p):
 class PcaFit(ToolTest):
     @classmethod
     def setUpClass(cls):
-        cls.shared = tempfile.mkdtemp(prefix="mdx-pca-")
-        cls.table = os.path.join(cls.shared, "t.h5")
-        r = run("mdx-tokenize", "-q", f"{FMNIST}/t10k-images-idx3-ubyte.gz", "--limit", 3000, "-o", cls.table)
-        assert r.returncode == 0, r.stderr
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.shared, ignore_errors=True)
+        super().setUpClass()
+        cls.table = cls.fmnist_table(3000, labels=False)
 
     def test_matches_numpy_on_all_patches(self):
         out = self.path("pca.h5")

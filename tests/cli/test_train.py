@@ -2,12 +2,10 @@
 an interrupted and resumed run ends bit-identical to an uninterrupted one; bad inputs."""
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
@@ -16,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mdxtest import FMNIST, ToolTest, run, tool  # noqa: E402
+from mdxtest import ToolTest, run, tool  # noqa: E402
 
 # A model small enough for 2 CPU cores: 64 wide, 2 + 1 blocks, 7x7 tokens of 4x4 pixels.
 SMALL = ["--dim", "64", "--depth", "2", "--decoder-depth", "1", "--heads", "4", "--batch", "32", "--threads", "1"]
@@ -36,18 +34,11 @@ def metrics(path):
 class Train(ToolTest):
     @classmethod
     def setUpClass(cls):
-        cls.shared = tempfile.mkdtemp(prefix="mdx-train-")
-        cls.table = os.path.join(cls.shared, "t.h5")
-        r = run("mdx-tokenize", "-q", f"{FMNIST}/t10k-images-idx3-ubyte.gz", "--labels",
-                f"{FMNIST}/t10k-labels-idx1-ubyte.gz", "--limit", 2000, "-o", cls.table)
-        assert r.returncode == 0, r.stderr
+        super().setUpClass()
+        cls.table = cls.fmnist_table(2000)
         cls.pca = os.path.join(cls.shared, "pca.h5")
         r = run("mdx-pca-fit", "-q", cls.table, "--patch", 4, "--dim", 8, "-o", cls.pca)
         assert r.returncode == 0, r.stderr
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.shared, ignore_errors=True)
 
     def train(self, out, *args):
         return self.ok("mdx-train", self.table, "-o", out, *SMALL, *args)
@@ -124,7 +115,7 @@ class Train(ToolTest):
         r = self.ok("mdx-train", self.table, "-o", out, "--depth", 9, "--batch", 32, "--init", base, "--init-ema",
                     "--class-cond", "--rep-share", 0.05, "--noisy-mask-ratio", 0, "--steps", 5)
         self.assertIn("2 new (label_table.weight", r.stderr)
-        with h5py.File(out, "r") as f, h5py.File(base, "r") as b:
+        with h5py.File(out, "r") as f:
             self.assertEqual(f["config"].attrs["depth"], "2")
             self.assertEqual(f["config"].attrs["num_classes"], "10")
             self.assertIn("base.ckpt.h5", f.attrs["mdx_inputs"])
