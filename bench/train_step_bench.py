@@ -12,7 +12,12 @@ shape and, for l-DAE, a random orthonormal basis of the tokenizer's size. Same t
 both sides. Each side: 3 warm-up steps, then --steps timed steps; best of --repeat runs.
 
 Prints a JSON line per measurement and a Markdown table with the ratios. Run by `make bench`
-(bench/run.sh) with /usr/bin/python3."""
+(bench/run.sh) with /usr/bin/python3.
+
+On a machine that is busy with other work, OpenMP's spinning threads (and OpenBLAS's own pool
+beside them) make multi-threaded timings swing by several times on both sides; the load average
+goes into every JSON line, and a warning to stderr when it is high at the start. `--threads 1
+--blas-threads 1` (or OMP_WAIT_POLICY=passive in the environment) gives stable ratios there."""
 import argparse
 import json
 import math
@@ -22,9 +27,20 @@ import sys
 import tempfile
 import time
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+
+def _blas_threads_before_torch():
+    """--blas-threads N sets OPENBLAS_NUM_THREADS for both sides; OpenBLAS reads it when torch loads it."""
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--blas-threads", type=int, default=0)
+    n = ap.parse_known_args()[0].blas_threads
+    if n > 0:
+        os.environ["OPENBLAS_NUM_THREADS"] = str(n)
+
+
+_blas_threads_before_torch()
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 FMNIST = "/usr/share/datasets/fashion-mnist"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -418,6 +434,11 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads of both sides")
     ap.add_argument("--objectives", default="umd,mae,ldae,dit")
     ap.add_argument("--images", type=int, default=2000, help="rows of the in-memory table")
+    ap.add_argument("--blas-threads", type=int, default=0,
+                    help="OPENBLAS_NUM_THREADS of both sides (0: as the environment says). LibTorch's thread "
+                         "count does not reach Debian's pthread OpenBLAS, whose own pool (one thread per core by "
+                         "default) runs the matmuls beside the OpenMP threads; on a loaded machine the two pools "
+                         "oversubscribe the cores and the timings swing by several times")
     args = ap.parse_args()
     args.patch, pca_dim = 4, 8  # Fashion-MNIST 28x28x1: L = 49 tokens of D = 16; l-DAE d = 8
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
@@ -427,6 +448,10 @@ def main():
     if args.steps < 1 or args.repeat < 1 or args.threads < 1 or args.batch < 1:
         ap.error("--steps, --repeat, --threads and --batch must be >= 1")
     torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]
+    if load > 0.5 * (os.cpu_count() or 1):
+        print(f"warning: load average {load:.1f} on {os.cpu_count()} cores before the benchmark: other work "
+              f"competes with both sides (see --help on --threads 1 --blas-threads 1)", file=sys.stderr)
     rev = commit()
     n = min(max(args.images, args.batch), 10000)
     table_shape = (n, 28, 28, 1)
@@ -446,11 +471,11 @@ def main():
                     sys.exit(f"mdx-train ran on {j['threads']} threads, not {args.threads}")
                 if "c++" not in best or j["step_ms"] < best["c++"]["step_ms"]:
                     best["c++"] = {"step_ms": j["step_ms"], "parameters": j["parameters"],
-                                   "mdx_train_commit": j.get("commit"), "peak_memory_mib": j.get("peak_memory_mib")}
+                                   "mdx_train_commit": j.get("commit"), "loadavg": os.getloadavg()[0]}
                 p = python_run(obj, args, table_shape, pca_dim)
                 ms = 1000 * p["seconds"] / args.steps
                 if "python" not in best or ms < best["python"]["step_ms"]:
-                    best["python"] = {"step_ms": ms, "parameters": p["parameters"]}
+                    best["python"] = {"step_ms": ms, "parameters": p["parameters"], "loadavg": os.getloadavg()[0]}
             if best["c++"]["parameters"] != best["python"]["parameters"]:
                 sys.exit(f"{obj}: the Python model has {best['python']['parameters']} parameters, "
                          f"mdx-train's {best['c++']['parameters']}: not the same architecture")
@@ -461,7 +486,9 @@ def main():
                        "parameters": b["parameters"], "step_ms": round(b["step_ms"], 3),
                        "images_per_s": round(1000 * args.batch / b["step_ms"], 2),
                        "libtorch": torch.__version__,
-                       "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default")}
+                       "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
+                       "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+                       "loadavg": round(b["loadavg"], 2)}
                 if side == "c++":
                     row["mdx_train_commit"] = b["mdx_train_commit"]
                 print(json.dumps(row), flush=True)

@@ -23,27 +23,19 @@ namespace mdx {
 void CorruptOptions::add_to(CLI::App& app) {
   app.add_option("inputs", inputs, "image table(s) (HDF5) or image files")->required();
   app.add_option("-o,--output", output, "grid.png, or corrupted.h5 (images, masks, timesteps)")->required();
-  app.add_option("--objective", objective, "umd | mae | ldae | dit")->capture_default_str();
-  app.add_option("--schedule", schedule,
-                 "noise schedule: linear | cosine | ldae-gamma | ldae-sigma | single "
-                 "(default: umd cosine, dit linear, ldae ldae-gamma)");
-  app.add_option("--timesteps", timesteps, "number of diffusion timesteps T")->capture_default_str();
+  corruption.add_to(app);
   app.add_option("--t", t, "timesteps to show, comma-separated (default 0,T/4,T/2,3T/4,T-1)")
       ->delimiter(',')
       ->allow_extra_args(false);
-  app.add_option("--mask-policy", mask_policy, "fixed | mage | lmd-cosine | lmd-piecewise | lmd-linear")
-      ->capture_default_str();
   app.add_option("--mask-ratio", mask_ratio, "mask ratios to show under the fixed policy (default 0.75)")
       ->delimiter(',')
       ->allow_extra_args(false);
-  app.add_option("--noisy-mask-ratio", noisy_mask_ratio, "UMD's noisy-step mask ratio")->capture_default_str();
   app.add_option("--draws", draws, "ratios drawn under the mage policy")->capture_default_str();
   app.add_option("--progress", progress,
                  "training progress (0..1) at which LMD's ratio is shown (default 0,0.2,0.4,0.6,0.8,1)")
       ->delimiter(',')
       ->allow_extra_args(false);
   app.add_option("--patch", patch, "patch size p (a masked token is a p x p patch)")->capture_default_str();
-  app.add_option("--tokenizer", tokenizer, "PCA tokenizer from mdx-pca-fit (ldae; sets the patch size)");
   app.add_option("--count", count, "images (rows)")->capture_default_str();
   app.add_option("--first", first, "index of the first image in the table")->capture_default_str();
   app.add_option("--zoom", zoom, "pixel repetition in the PNG (0: cells of at least 64 px)")->capture_default_str();
@@ -51,17 +43,13 @@ void CorruptOptions::add_to(CLI::App& app) {
 }
 
 void CorruptOptions::validate() const {
-  parse_objective(objective);
-  if (!schedule.empty()) parse_schedule(schedule);
-  parse_mask_policy(mask_policy);
-  if (timesteps < 1) throw UsageError("--timesteps must be at least 1");
+  const ObjectiveConfig cfg = corruption.resolve();
   for (auto v : t)
-    if (v < 0 || v >= timesteps) throw UsageError(fmt::format("--t {} is outside [0, {}]", v, timesteps - 1));
+    if (v < 0 || v >= cfg.steps) throw UsageError(fmt::format("--t {} is outside [0, {}]", v, cfg.steps - 1));
   for (auto r : mask_ratio)
     if (!(r >= 0 && r <= 1)) throw UsageError(fmt::format("--mask-ratio {} is outside [0, 1]", r));
   for (auto p : progress)
     if (!(p >= 0 && p <= 1)) throw UsageError(fmt::format("--progress {} is outside [0, 1]", p));
-  if (!(noisy_mask_ratio >= 0 && noisy_mask_ratio <= 1)) throw UsageError("--noisy-mask-ratio must lie in [0, 1]");
   if (draws < 1) throw UsageError("--draws must be at least 1");
   if (patch < 1) throw UsageError("--patch must be at least 1");
   if (count < 1) throw UsageError("--count must be at least 1");
@@ -160,18 +148,13 @@ at::Tensor load_rows(const CorruptOptions& opt, Provenance& prov, std::vector<in
 void corrupt(const CorruptOptions& opt, Provenance& prov) {
   opt.validate();
   AtomicOutput out(opt.output, opt.inputs);
-  ObjectiveConfig cfg = ObjectiveConfig::defaults(parse_objective(opt.objective));
-  if (!opt.schedule.empty()) cfg.schedule = parse_schedule(opt.schedule);
-  cfg.steps = opt.timesteps;
-  cfg.mask_policy = parse_mask_policy(opt.mask_policy);
-  cfg.noisy_mask_ratio = opt.noisy_mask_ratio;
-  if (cfg.mask_policy != MaskPolicy::Fixed && !cfg.masks())
-    throw UsageError("--mask-policy applies to the masked objectives (umd, mae)");
+  const ObjectiveConfig cfg = opt.corruption.resolve();
+  const std::string& tokenizer = opt.corruption.tokenizer;
 
   std::shared_ptr<const PcaTokenizer> pca;
   int64_t patch = opt.patch;
-  if (!opt.tokenizer.empty()) {
-    pca = std::make_shared<const PcaTokenizer>(PcaTokenizer::load(opt.tokenizer));
+  if (!tokenizer.empty()) {
+    pca = std::make_shared<const PcaTokenizer>(PcaTokenizer::load(tokenizer));
     patch = pca->patch;
   }
   if (cfg.kind != ObjectiveKind::Ldae) pca = nullptr;  // only l-DAE noises in the latent
@@ -180,11 +163,11 @@ void corrupt(const CorruptOptions& opt, Provenance& prov) {
 
   std::vector<int64_t> index, labels;
   at::Tensor images = load_rows(opt, prov, index, labels);
-  if (!opt.tokenizer.empty()) prov.add_input(opt.tokenizer);
+  if (!tokenizer.empty()) prov.add_input(tokenizer);
   const int64_t R = images.size(0), H = images.size(1), W = images.size(2), C = images.size(3);
   check_patch(patch, H, W);
   if (pca && pca->channels != C)
-    throw Error(fmt::format("tokenizer '{}' is for {} channels, the images have {}", opt.tokenizer, pca->channels, C));
+    throw Error(fmt::format("tokenizer '{}' is for {} channels, the images have {}", tokenizer, pca->channels, C));
   const int64_t L = (H / patch) * (W / patch);
   at::Tensor x0 = patchify(to_unit_range(images), patch);
 

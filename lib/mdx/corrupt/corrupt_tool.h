@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "mdx/corrupt/objective_options.h"
 #include "mdx/util/provenance.h"
 
 namespace mdx {
@@ -14,17 +15,12 @@ namespace mdx {
 struct CorruptOptions {
   std::vector<std::string> inputs;
   std::string output;                // .png: a grid; .h5/.hdf5: the corrupted data
-  std::string objective = "umd";
-  std::string schedule;              // empty: the objective's default
-  int64_t timesteps = 1000;          // T
+  CorruptionOptions corruption;      // objective, schedule, T, mask policy, tokenizer
   std::vector<int64_t> t;            // noise columns (empty: 0,250,500,750,999)
-  std::string mask_policy = "fixed";
   std::vector<double> mask_ratio;    // mask columns under the fixed policy (empty: 0.75)
-  double noisy_mask_ratio = 0.375;   // UMD's noisy step
   int64_t draws = 5;                 // mask columns under the mage policy
   std::vector<double> progress;      // mask columns under the LMD policies, as fractions of training
   int64_t patch = 4;
-  std::string tokenizer;             // PCA tokenizer (ldae)
   int64_t count = 8;                 // rows
   int64_t first = 0;                 // first image of the table
   int64_t zoom = 0;                  // pixel repetition in the PNG (0: cells of at least 64 px)

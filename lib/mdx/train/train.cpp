@@ -31,36 +31,24 @@
 namespace mdx {
 
 void ObjectiveOptions::add_to(CLI::App& app) {
-  app.add_option("--objective", objective, "umd | mae | ldae | dit")->capture_default_str();
-  app.add_option("--schedule", schedule,
-                 "noise schedule: linear | cosine | ldae-gamma | ldae-sigma | single "
-                 "(default: umd cosine, dit linear, ldae ldae-gamma)");
-  app.add_option("--mask-policy", mask_policy, "fixed | mage | lmd-cosine | lmd-piecewise | lmd-linear")
-      ->capture_default_str();
+  corruption.add_to(app);
   app.add_option("--mask-ratio", mask_ratio, "mask ratio (MAE; UMD's representation step) under the fixed policy")
       ->capture_default_str();
-  app.add_option("--noisy-mask-ratio", noisy_mask_ratio, "UMD's noisy-step mask ratio")->capture_default_str();
   app.add_option("--rep-share", representation_share, "UMD's share r of representation steps (and loss weight)")
       ->capture_default_str();
   app.add_flag("--norm-pix", norm_pix, "MAE: predict per-patch normalized pixels");
-  app.add_option("--tokenizer", tokenizer, "PCA tokenizer from mdx-pca-fit (ldae)");
   app.add_flag("--class-cond", class_cond, "condition on the table's labels (with a null class for guidance)");
   app.add_option("--class-dropout", class_dropout, "probability that a label is replaced by the null class")
       ->capture_default_str();
 }
 
 ObjectiveConfig ObjectiveOptions::resolve() const {
-  ObjectiveConfig c = ObjectiveConfig::defaults(parse_objective(objective));
-  if (!schedule.empty()) c.schedule = parse_schedule(schedule);
-  c.mask_policy = parse_mask_policy(mask_policy);
+  ObjectiveConfig c = corruption.resolve();
+  if (!(mask_ratio >= 0 && mask_ratio <= 1)) throw UsageError("--mask-ratio must lie in [0, 1]");
+  if (!(representation_share >= 0 && representation_share <= 1)) throw UsageError("--rep-share must lie in [0, 1]");
   c.mask_ratio = mask_ratio;
-  c.noisy_mask_ratio = noisy_mask_ratio;
   c.representation_share = representation_share;
-  if (c.mask_policy != MaskPolicy::Fixed && !c.masks())
-    throw UsageError("--mask-policy applies to the masked objectives (umd, mae)");
   if (!(class_dropout >= 0 && class_dropout < 1)) throw UsageError("--class-dropout must lie in [0, 1)");
-  if (c.kind == ObjectiveKind::Ldae && tokenizer.empty())
-    throw UsageError("--objective ldae needs --tokenizer (made by mdx-pca-fit)");
   return c;
 }
 
@@ -166,9 +154,9 @@ class Trainer {
     if (writer()) AtomicOutput(opt.run.output, opt.run.inputs);  // refuse an unwritable or input -o before any work
     prov.inputs = opt.run.inputs;
     prov.merge_history(table_.history());
-    if (!opt.objective.tokenizer.empty()) {
-      pca_ = std::make_shared<const PcaTokenizer>(PcaTokenizer::load(opt.objective.tokenizer));
-      prov.add_input(opt.objective.tokenizer);
+    if (!opt.objective.corruption.tokenizer.empty()) {
+      pca_ = std::make_shared<const PcaTokenizer>(PcaTokenizer::load(opt.objective.corruption.tokenizer));
+      prov.add_input(opt.objective.corruption.tokenizer);
     }
     if (opt.objective.class_cond && !table_.has_labels())
       throw Error("--class-cond needs labels, and '" + opt.run.inputs[0] + "' has none");
@@ -447,7 +435,7 @@ class Trainer {
     s.config["mask_ratio"] = fmt::format("{}", cfg_.mask_ratio);
     s.config["noisy_mask_ratio"] = fmt::format("{}", cfg_.noisy_mask_ratio);
     s.config["rep_share"] = fmt::format("{}", cfg_.representation_share);
-    s.config["tokenizer"] = opt_.objective.tokenizer;
+    s.config["tokenizer"] = opt_.objective.corruption.tokenizer;
     s.config["total_steps"] = std::to_string(total_);
     s.config["batch"] = std::to_string(opt_.optim.batch);
     if (!table_.label_names().empty()) s.config["label_names"] = fmt::format("{}", fmt::join(table_.label_names(), "\n"));

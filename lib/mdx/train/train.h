@@ -6,21 +6,17 @@
 #include <string>
 #include <vector>
 
-#include "mdx/corrupt/objective.h"
+#include "mdx/corrupt/objective_options.h"
 #include "mdx/model/config.h"
 #include "mdx/util/provenance.h"
 
 namespace mdx {
 
 struct ObjectiveOptions {
-  std::string objective = "umd";
-  std::string schedule;                // empty: the objective's default
-  std::string mask_policy = "fixed";
+  CorruptionOptions corruption;        // objective, schedule, T, mask policy, tokenizer
   double mask_ratio = 0.75;            // MAE; UMD's representation step
-  double noisy_mask_ratio = 0.375;     // UMD's noisy step
   double representation_share = 0.5;   // UMD's r
   bool norm_pix = false;               // MAE's normalized-pixel target
-  std::string tokenizer;               // PCA tokenizer (ldae)
   bool class_cond = false;             // condition on the labels (null class for guidance)
   double class_dropout = 0.1;          // labels replaced by the null class with this probability
 

@@ -1,6 +1,7 @@
 #include "mdx/util/tool.h"
 
 #include <H5Epublic.h>
+#include <dlfcn.h>
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -17,7 +18,7 @@ void CommonOptions::add_to(CLI::App& app) {
   app.add_option("--seed", seed, "random seed; same seed, input and device give the same output")
       ->capture_default_str();
   app.add_option("--device", device, "auto | cpu | cuda | cuda:N")->capture_default_str();
-  app.add_option("--threads", threads, "CPU threads (0: LibTorch's default)")->capture_default_str()
+  app.add_option("--threads", threads, "CPU threads of LibTorch and OpenBLAS (0: their defaults)")->capture_default_str()
       ->check(CLI::Range(0, 4096));
   app.add_flag("-q,--quiet", quiet, "no log or progress lines on stderr (warnings and errors are still printed)");
 }
@@ -41,6 +42,14 @@ Shard parse_shard(const std::string& text) {
   if (s.count < 1 || s.index < 0 || s.index >= s.count)
     throw UsageError("--shard " + text + ": need 0 <= I < N");
   return s;
+}
+
+void set_cpu_threads(int threads) {
+  torch::set_num_threads(threads);
+  // Debian's LibTorch calls a pthread OpenBLAS with its own pool of busy-waiting threads, one per
+  // core; left alone it oversubscribes the cores that LibTorch's OpenMP pool also uses.
+  using SetThreads = void (*)(int);
+  if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(threads);
 }
 
 namespace {
@@ -102,7 +111,7 @@ int Tool::run(int argc, char** argv, const std::function<void(Provenance&)>& bod
   set_quiet(common_.quiet);
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // HDF5 errors become our own one-line messages
   try {
-    if (common_.threads > 0) torch::set_num_threads(common_.threads);
+    if (common_.threads > 0) set_cpu_threads(common_.threads);
     // LibTorch seeds its default generator non-deterministically; weight initialization draws
     // from it, so it takes --seed too (explicit generators serve everything else).
     torch::manual_seed(common_.seed);

@@ -49,6 +49,9 @@ class Tool {
   bool cpu_only_ = false;
 };
 
+// LibTorch's intra-op threads and, when the BLAS is OpenBLAS, its threads too.
+void set_cpu_threads(int threads);
+
 // The device string resolved: "auto" becomes "cuda" when LibTorch sees a GPU, else "cpu".
 std::string resolve_device(const std::string& device);
 
