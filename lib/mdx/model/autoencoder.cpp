@@ -123,7 +123,8 @@ at::Tensor MaskedDiffusionAutoencoderImpl::condition(const at::Tensor& time_inde
 at::Tensor MaskedDiffusionAutoencoderImpl::run_encoder(const at::Tensor& x, const at::Tensor& keep,
                                                        const at::Tensor& c) {
   const int64_t G = x.size(0), W = x.size(2);
-  at::Tensor visible = x.gather(1, keep.unsqueeze(-1).expand({G, keep.size(1), W}));
+  // An undefined `keep`: every token is kept, nothing to gather (DiT, l-DAE, embedding).
+  at::Tensor visible = keep.defined() ? x.gather(1, keep.unsqueeze(-1).expand({G, keep.size(1), W})) : x;
   at::Tensor h = at::cat({cls.unsqueeze(0).expand({G, cls.size(0), W}), visible}, 1);
   for (const auto& block : *encoder) h = block->as<AdaLNBlock>()->forward(h, c);
   return encoder_norm(h);
@@ -142,15 +143,22 @@ ModelOutput MaskedDiffusionAutoencoderImpl::forward(const ModelInput& in) {
   at::Tensor c_enc = condition(in.time_index, in.labels, false);
 
   // Rows keep different numbers of tokens (UMD's two steps): encode each group of equal count.
-  at::Tensor kept = (~dropped).sum(1).cpu();
+  at::Tensor kept = (~dropped).sum(1).to(at::kCPU).to(at::kLong).contiguous();
   std::map<int64_t, std::vector<int64_t>> groups;
-  for (int64_t i = 0; i < B; ++i) groups[kept[i].item<int64_t>()].push_back(i);
+  const int64_t* k = kept.data_ptr<int64_t>();
+  for (int64_t i = 0; i < B; ++i) groups[k[i]].push_back(i);
   at::Tensor full = mask_token.expand({B, L, Wd}).contiguous();
   at::Tensor representation = at::empty({B, W}, x.options());
   for (auto& [K, rows_vec] : groups) {
     const auto G = static_cast<int64_t>(rows_vec.size());
     at::Tensor rows = at::tensor(rows_vec, at::kLong).to(x.device());
     bool all = G == B;
+    if (all && K == L) {  // nothing dropped: no gather, no scatter
+      at::Tensor h = run_encoder(x, {}, c_enc);
+      representation = h.slice(1, 0, C).mean(1);
+      full = decoder_embed(h.slice(1, C));
+      break;
+    }
     at::Tensor keep = (~(all ? dropped : dropped.index_select(0, rows))).nonzero().select(1, 1).reshape({G, K});
     at::Tensor h = run_encoder(all ? x : x.index_select(0, rows), keep,
                                all ? c_enc : c_enc.index_select(0, rows));
@@ -176,10 +184,8 @@ ModelOutput MaskedDiffusionAutoencoderImpl::forward(const ModelInput& in) {
 
 at::Tensor MaskedDiffusionAutoencoderImpl::encode(const at::Tensor& tokens, const at::Tensor& time_index,
                                                   const at::Tensor& labels) {
-  const int64_t B = tokens.size(0), L = tokens.size(1);
   at::Tensor x = patch_embed(tokens) + positions;
-  at::Tensor keep = at::arange(L, at::TensorOptions().dtype(at::kLong).device(tokens.device())).expand({B, L});
-  at::Tensor h = run_encoder(x, keep, condition(time_index, labels, false));
+  at::Tensor h = run_encoder(x, {}, condition(time_index, labels, false));
   return h.slice(1, 0, config_.cls_tokens).mean(1);
 }
 
