@@ -120,8 +120,8 @@ def main():
             rows.append(row)
         os.remove(out)
     print()
-    print(f"| images | tool | images/s | peak RSS MiB | speed vs Python |")
-    print(f"|---:|---|---:|---:|---:|")
+    print("| images | tool | images/s | peak RSS MiB | speed vs Python |")
+    print("|---:|---|---:|---:|---:|")
     for n in (args.small, args.large):
         base = next(r for r in rows if r["images"] == n and r["what"].startswith("python"))
         for r in (r for r in rows if r["images"] == n):

@@ -46,6 +46,18 @@ class FashionMnist(ToolTest):
                 self.assertIn("--labels", f.attrs["mdx_command"])
                 self.assertEqual(len(f.attrs["history"].splitlines()), 1)
 
+    def test_label_names(self):
+        out = self.path("named.h5")
+        names = "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot"
+        self.ok("mdx-tokenize", f"{FMNIST}/t10k-images-idx3-ubyte.gz", "--labels",
+                f"{FMNIST}/t10k-labels-idx1-ubyte.gz", "--label-names", names, "--limit", 20, "-o", out)
+        with h5py.File(out, "r") as f:
+            got = [n.decode() if isinstance(n, bytes) else n for n in f["label_names"][:]]
+            self.assertEqual(got, names.split(","))
+        self.fails("mdx-tokenize", f"{FMNIST}/t10k-images-idx3-ubyte.gz", "--label-names", "a,b", "-o",
+                   self.path("x.h5"), code=2, contains=("no labels",))
+        self.assertNoOutput(self.path("x.h5"))
+
     def test_limit_shards_and_tables(self):
         src = f"{FMNIST}/t10k-images-idx3-ubyte.gz"
         lab = f"{FMNIST}/t10k-labels-idx1-ubyte.gz"

@@ -75,10 +75,6 @@ void TokenizeOptions::validate() const {
   if (limit < 0) throw UsageError("--limit must be >= 0");
   if (jobs < 0) throw UsageError("--jobs must be >= 0");
   if (block < 1) throw UsageError("--block must be at least 1");
-  if (!label_names.empty() && labels.empty())
-    for (const auto& in : inputs)
-      if (!is_image_file(in) && !fs::is_directory(in) && !(fs::is_regular_file(in) && H5Fis_hdf5(in.c_str()) > 0))
-        throw UsageError("--label-names goes with labelled input (--labels for an IDX file)");
 }
 
 namespace {
@@ -340,6 +336,8 @@ std::unique_ptr<Source> open_source(const TokenizeOptions& opt) {
 void tokenize(const TokenizeOptions& opt, Provenance& prov) {
   opt.validate();
   std::unique_ptr<Source> src = open_source(opt);
+  if (!opt.label_names.empty() && !src->labelled())
+    throw UsageError("--label-names given, but the input has no labels (an IDX images file needs --labels)");
   AtomicOutput out(opt.output, opt.inputs);
   for (const auto& in : opt.inputs) prov.add_input(in);
   if (!opt.labels.empty()) prov.add_input(opt.labels);
@@ -424,8 +422,6 @@ void tokenize(const TokenizeOptions& opt, Provenance& prov) {
   }
   progress.finish();
   if (writer.rows() == 0) throw Error("no images were written (all inputs were skipped or empty)");
-  if (!opt.label_names.empty() && !src->labelled())
-    throw UsageError("--label-names given, but the input has no labels");
 
   std::vector<std::string> names = opt.label_names.empty() ? src->label_names() : opt.label_names;
   if (src->labelled() && !names.empty()) h5::write_strings(file, "label_names", names);
