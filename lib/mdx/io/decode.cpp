@@ -15,8 +15,6 @@
 
 namespace mdx {
 
-bool decoding_available() { return true; }
-
 namespace {
 
 std::vector<uint8_t> read_bytes(const std::string& path) {

@@ -16,7 +16,6 @@ struct Image {
 enum class Fit { Crop, Stretch, Pad };
 Fit parse_fit(const std::string& name);  // crop | stretch | pad; throws UsageError
 
-bool decoding_available();
 // True for the extensions mdx decodes: .png .jpg .jpeg .bmp .tif .tiff .webp (any case).
 bool is_image_file(const std::string& path);
 // Decodes `path` to 8-bit `channels`: 1 or 3, or 0 for the file's own (1 if gray, else 3). Alpha

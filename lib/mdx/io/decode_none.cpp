@@ -4,8 +4,6 @@
 
 namespace mdx {
 
-bool decoding_available() { return false; }
-
 Image decode_image(const std::string& path, int) {
   throw Error("cannot decode '" + path + "': this mdx was built without OpenCV (MDX_WITH_OPENCV=OFF); "
               "convert images to an HDF5 table on a machine with it");

@@ -57,12 +57,6 @@ std::map<std::string, at::Tensor> read_tensors(hid_t file, const std::string& gr
 
 }  // namespace
 
-bool is_checkpoint(const std::string& path) {
-  if (H5Fis_hdf5(path.c_str()) <= 0) return false;
-  h5::Handle f(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
-  return f.get() >= 0 && h5::has(f, "config") && h5::has(f, "model");
-}
-
 void save_checkpoint(const std::string& path, const CheckpointState& s, const Provenance& prov,
                      const std::vector<std::string>& inputs) {
   AtomicOutput out(path, inputs);

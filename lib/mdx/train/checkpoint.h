@@ -28,7 +28,5 @@ void save_checkpoint(const std::string& path, const CheckpointState& state, cons
                      const std::vector<std::string>& inputs = {});
 // Reads everything; `weights_only` skips the optimizer and generator state.
 CheckpointState load_checkpoint(const std::string& path, bool weights_only = false);
-// True when `path` is an HDF5 file with a `config` group and `model/` weights.
-bool is_checkpoint(const std::string& path);
 
 }  // namespace mdx
