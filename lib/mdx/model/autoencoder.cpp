@@ -185,8 +185,7 @@ ModelOutput MaskedDiffusionAutoencoderImpl::forward(const ModelInput& in) {
 at::Tensor MaskedDiffusionAutoencoderImpl::encode(const at::Tensor& tokens, const at::Tensor& time_index,
                                                   const at::Tensor& labels) {
   at::Tensor x = patch_embed(tokens) + positions;
-  at::Tensor h = run_encoder(x, {}, condition(time_index, labels, false));
-  return h.slice(1, 0, config_.cls_tokens).mean(1);
+  return run_encoder(x, {}, condition(time_index, labels, false));
 }
 
 double MaskedDiffusionAutoencoderImpl::forward_flops(int64_t rows, int64_t kept) const {

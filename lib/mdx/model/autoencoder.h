@@ -51,7 +51,8 @@ class MaskedDiffusionAutoencoderImpl : public torch::nn::Module {
   const ModelConfig& config() const { return config_; }
 
   ModelOutput forward(const ModelInput& in);
-  // The encoder alone: representation [B, dim] of clean or noised tokens, nothing dropped.
+  // The encoder alone on every token (nothing dropped): its normalized outputs [B, C + L, dim], the C
+  // CLS tokens first (their mean is the representation), then the L patch tokens in order.
   at::Tensor encode(const at::Tensor& tokens, const at::Tensor& time_index, const at::Tensor& labels = {});
   // Model FLOPs of one forward pass of B rows with `kept` encoder tokens each (matmuls only, 2 per MAC).
   double forward_flops(int64_t rows, int64_t kept) const;

@@ -1,0 +1,116 @@
+#include "mdx/eval/trained_model.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "mdx/tokenize/patches.h"
+#include "mdx/tokenize/pca.h"
+#include "mdx/train/checkpoint.h"
+#include "mdx/util/error.h"
+#include "mdx/util/torch_compat.h"
+
+namespace mdx {
+
+std::string TrainedModel::setting(const std::string& key, const std::string& fallback) const {
+  auto it = settings.find(key);
+  return it == settings.end() ? fallback : it->second;
+}
+
+TrainedModel load_trained_model(const std::string& path, bool ema, const at::Device& device) {
+  CheckpointState s = load_checkpoint(path, true);
+  TrainedModel m;
+  m.path = path;
+  m.settings = s.config;
+  m.history = s.history;
+  m.step = s.step;
+  m.config = ModelConfig::from_map(s.config);
+  m.objective = ObjectiveConfig::defaults(parse_objective(m.setting("objective", "umd")));
+  const std::string schedule = m.setting("schedule", "none");
+  if (schedule != "none") m.objective.schedule = parse_schedule(schedule);
+  m.objective.steps = m.config.timesteps;
+  m.ema = ema && !s.ema.empty();
+  const auto& weights = m.ema ? s.ema : s.model;
+  m.model = MaskedDiffusionAutoencoder(m.config);
+  {
+    at::NoGradGuard ng;
+    for (auto& p : m.model->named_parameters()) {
+      auto it = weights.find(p.key());
+      if (it == weights.end()) throw Error(fmt::format("'{}' lacks the weights '{}'", path, p.key()));
+      if (it->second.sizes() != p.value().sizes())
+        throw Error(fmt::format("'{}': '{}' has shape [{}], the configuration implies [{}]", path, p.key(),
+                                fmt::join(it->second.sizes(), ","), fmt::join(p.value().sizes(), ",")));
+      p.value().copy_(it->second);
+    }
+  }
+  m.model->to(device);
+  m.model->eval();
+  return m;
+}
+
+Pool parse_pool(const std::string& name) {
+  if (name == "cls") return Pool::Cls;
+  if (name == "mean") return Pool::Mean;
+  if (name == "cls+mean") return Pool::ClsMean;
+  throw UsageError("--pool must be cls, mean or cls+mean, got '" + name + "'");
+}
+
+std::string pool_name(Pool pool) {
+  switch (pool) {
+    case Pool::Cls: return "cls";
+    case Pool::Mean: return "mean";
+    case Pool::ClsMean: return "cls+mean";
+  }
+  return "?";
+}
+
+FeatureEncoder::FeatureEncoder(TrainedModel& model, Pool pool, int64_t t, uint64_t seed, const std::string& tokenizer)
+    : m_(model), pool_(pool), t_(t), gen_(compat::cpu_generator(seed)) {
+  if (t_ < 0) return;
+  if (!m_.objective.noises())
+    throw UsageError(fmt::format("--t {}: '{}' was trained under {} without noise", t_, m_.path,
+                                 objective_name(m_.objective.kind)));
+  if (t_ >= m_.objective.steps)
+    throw UsageError(fmt::format("--t must lie in [0, {}) for '{}'", m_.objective.steps, m_.path));
+  std::shared_ptr<const PcaTokenizer> pca;
+  if (m_.objective.kind == ObjectiveKind::Ldae) {
+    const std::string path = tokenizer.empty() ? m_.setting("tokenizer") : tokenizer;
+    if (path.empty()) throw UsageError("noising an l-DAE input needs its PCA tokenizer (--tokenizer)");
+    pca = std::make_shared<const PcaTokenizer>(PcaTokenizer::load(path));
+  }
+  corruptor_ = std::make_unique<Corruptor>(m_.objective, pca);
+}
+
+FeatureEncoder::~FeatureEncoder() = default;
+
+int64_t FeatureEncoder::dim() const { return (pool_ == Pool::ClsMean ? 2 : 1) * m_.config.dim; }
+
+at::Tensor FeatureEncoder::operator()(const at::Tensor& images) {
+  const ModelConfig& c = m_.config;
+  if (images.dim() != 4 || images.size(1) != c.height || images.size(2) != c.width || images.size(3) != c.channels)
+    throw Error(fmt::format("images of shape [{}]; the model of '{}' takes {}x{}x{}", fmt::join(images.sizes(), ","),
+                            m_.path, c.height, c.width, c.channels));
+  at::NoGradGuard ng;
+  const int64_t B = images.size(0);
+  at::Tensor x = patchify(to_unit_range(images), c.patch);
+  at::Tensor time_index = at::zeros({B}, at::kLong);
+  if (corruptor_) {
+    Corrupted k = corruptor_->apply(x, t_, 0.0, gen_);
+    x = k.xt;
+    time_index = k.time_index;
+  }
+  const at::Device device = m_.model->parameters().front().device();
+  at::Tensor h;
+  {
+    compat::CudaAutocast autocast(device.is_cuda());
+    // The null class where the model is class-conditional: the representation owes nothing to a label.
+    at::Tensor labels;
+    if (c.num_classes > 0) labels = at::full({B}, c.num_classes, at::kLong).to(device);
+    h = m_.model->encode(x.to(device), time_index.to(device), labels);
+  }
+  h = h.to(at::kFloat);
+  at::Tensor cls = h.slice(1, 0, c.cls_tokens).mean(1), mean = h.slice(1, c.cls_tokens).mean(1);
+  at::Tensor f = pool_ == Pool::Cls ? cls : pool_ == Pool::Mean ? mean : at::cat({cls, mean}, 1);
+  return f.to(at::kCPU).contiguous();
+}
+
+}  // namespace mdx
