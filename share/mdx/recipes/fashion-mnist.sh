@@ -1,17 +1,26 @@
 #!/bin/sh
 # The Fashion-MNIST recipe: a stage-gated pipeline over the mdx tools. Re-enter at any stage:
 #
-#   share/mdx/recipes/fashion-mnist.sh [--stage N] [--stop-stage N] [--dir DIR] [--demo] [--cmd LAUNCHER]
+#   share/mdx/recipes/fashion-mnist.sh [--stage N] [--stop-stage N] [--dir DIR] [--demo]
+#                                      [--cmd LAUNCHER] [--train-cmd LAUNCHER] [--extractor FILE.pt]
 #
-#   stage 1  tokenize     IDX files -> train.h5, test.h5 (images, labels, class names)
+#   stage 1  tokenize     IDX files -> train.h5, test.h5 (+ the probe subsets at demo scale)
 #   stage 2  pca-fit      train.h5 -> pca.h5 (l-DAE's patch-wise PCA, 4x4 patches)
 #   stage 3  corrupt      corruption strips of every objective and mask policy -> strips/*.png
-#   stage 4  pre-train    umd, mae, ldae, dit at equal steps -> <objective>.ckpt.h5 (+ metrics, preview)
-#   stage 5  report       results table (final loss, images/s, training time) -> results.md, results.json
+#   stage 4  pre-train    umd, mae, ldae, dit, same steps and batch -> <objective>.ckpt.h5
+#   stage 5  embed        each encoder on the probe tables -> emb/<objective>.{train,test}.h5
+#   stage 6  probe        logistic probe of each, and of the raw pixels -> probe/<name>.json
+#   stage 7  fine-tune    generation fine-tune of each (class-conditional) -> gen/<objective>.ckpt.h5
+#   stage 8  sample       class-conditional samples + a grid per objective -> samples/<objective>.{h5,png}
+#   stage 9  fid          Frechet distance of each sample set to the test set -> fid/<name>.json
+#   stage 10 report       results.md, results.json, loss-curves.png
 #
-# Embedding, probing, generation and FID stages join as their tools land.
-# --cmd runs every command through a launcher (e.g. --cmd "srun --ntasks=1"); MDX_BIN names the
-# directory of the mdx binaries (default: found on PATH).
+# --cmd runs every command through a launcher; --train-cmd the training commands (default: --cmd).
+# The templates in share/mdx/slurm/ are such launchers (they also run under plain bash):
+#   --cmd "sbatch --wait share/mdx/slurm/cpu.sbatch" --train-cmd "sbatch --wait share/mdx/slurm/gpu-train.sbatch"
+# --extractor names a TorchScript Inception (share/mdx/inception_to_torchscript.py) for standard FID;
+# without it the distance is measured in the feature space of the MAE encoder of stage 4 (one fixed
+# extractor for every objective). MDX_BIN names the directory of the mdx binaries (default: PATH).
 set -eu
 
 stage=1
@@ -19,10 +28,14 @@ stop_stage=100
 dir=exp/fashion-mnist
 demo=0
 cmd=""
+train_cmd=""
+train_cmd_set=0
+extractor=""
 data=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 names="T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot"
+objectives="umd mae ldae dit"
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case $1 in
     --stage) stage=$2; shift 2 ;;
@@ -30,10 +43,13 @@ while [ $# -gt 0 ]; do
     --dir) dir=$2; shift 2 ;;
     --demo) demo=1; shift ;;
     --cmd) cmd=$2; shift 2 ;;
+    --train-cmd) train_cmd=$2; train_cmd_set=1; shift 2 ;;
+    --extractor) extractor=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "fashion-mnist.sh: error: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
 done
+[ "$train_cmd_set" = 1 ] || train_cmd=$cmd
 
 bin=${MDX_BIN:+$MDX_BIN/}
 mkdir -p "$dir"
@@ -42,12 +58,46 @@ run() {
   echo "fashion-mnist.sh: $*" >&2
   $cmd "$@"
 }
+run_train() {
+  echo "fashion-mnist.sh: $*" >&2
+  $train_cmd "$@"
+}
+# Seconds of a command, appended to a file (the report's training times).
+timed() {
+  file=$1; shift
+  start=$(date +%s)
+  "$@"
+  echo $(( $(date +%s) - start )) > "$file"
+}
+
+if [ "$demo" = 1 ]; then
+  # 2 CPU cores, about 15 minutes: a small model, a few hundred steps, subsets for probe and FID.
+  model="--dim 128 --depth 4 --decoder-depth 2 --heads 4"
+  pretrain="--steps 200 --batch 64 --lr 1e-3 --ema 0.99 --preview-every 50 --log-every 5"
+  finetune="--steps 100 --batch 64 --lr 5e-4 --ema 0.99 --preview-every 50 --log-every 5"
+  probe_train=10000 probe_test=2000 per_class=50 sample_steps=50
+else
+  model="--model s"
+  pretrain="--epochs 100 --batch 256"
+  finetune="--epochs 20 --batch 256 --ema 0.9999"
+  probe_train=0 probe_test=0 per_class=1000 sample_steps=125
+fi
 
 if step 1; then
   for split in train t10k; do
     out=$dir/$( [ $split = t10k ] && echo test || echo train ).h5
     run "${bin}mdx-tokenize" "$data/$split-images-idx3-ubyte.gz" --labels "$data/$split-labels-idx1-ubyte.gz" \
       --label-names "$names" -o "$out"
+  done
+  # The probe and FID work on the first rows of each split at demo scale (all of them otherwise).
+  for split in train test; do
+    limit=$probe_train
+    [ $split = test ] && limit=$probe_test
+    if [ "$limit" -gt 0 ]; then
+      run "${bin}mdx-tokenize" "$dir/$split.h5" --limit "$limit" -o "$dir/$split-probe.h5"
+    else
+      ln -sf "$split.h5" "$dir/$split-probe.h5"
+    fi
   done
 fi
 
@@ -73,50 +123,76 @@ if step 3; then
   run "${bin}mdx-corrupt" "$dir/train.h5" --objective dit --count $count -o "$dir/strips/dit.png"
 fi
 
-if [ "$demo" = 1 ]; then
-  # 2 CPU cores, minutes: a small model for a few hundred steps.
-  model="--dim 128 --depth 4 --decoder-depth 2 --heads 4"
-  train_len="--steps 200 --batch 64 --lr 1e-3 --ema 0.99 --preview-every 50"
-else
-  model="--model s"
-  train_len="--epochs 100 --batch 256"
-fi
-
 if step 4; then
-  for objective in umd mae ldae dit; do
+  for objective in $objectives; do
     extra=""
     [ $objective = ldae ] && extra="--tokenizer $dir/pca.h5"
-    start=$(date +%s)
     # shellcheck disable=SC2086
-    run "${bin}mdx-train" "$dir/train.h5" --objective $objective $model $train_len $extra --patch 4 \
-      -o "$dir/$objective.ckpt.h5"
-    echo $(( $(date +%s) - start )) > "$dir/$objective.seconds"
+    timed "$dir/$objective.seconds" run_train "${bin}mdx-train" "$dir/train.h5" --objective $objective $model \
+      $pretrain $extra --patch 4 -o "$dir/$objective.ckpt.h5"
   done
 fi
 
 if step 5; then
-  # The last metrics line of each run, and its wall time.
-  /usr/bin/python3 - "$dir" <<'PY'
-import json, os, sys
-d = sys.argv[1]
-rows = []
-for o in ("umd", "mae", "ldae", "dit"):
-    m = os.path.join(d, f"{o}.ckpt.metrics.jsonl")
-    if not os.path.exists(m):
-        continue
-    lines = [json.loads(l) for l in open(m)]
-    secs = open(os.path.join(d, f"{o}.seconds")).read().strip() if os.path.exists(os.path.join(d, f"{o}.seconds")) else ""
-    speed = sum(l["images_per_s"] for l in lines[-5:]) / len(lines[-5:])
-    rows.append({"objective": o, "steps": lines[-1]["step"], "first_loss": lines[0]["loss"],
-                 "final_loss": lines[-1]["loss"], "images_per_s": round(speed, 1),
-                 "train_seconds": int(secs) if secs else None})
-json.dump(rows, open(os.path.join(d, "results.json"), "w"), indent=1)
-md = ["| objective | steps | first loss | final loss | images/s | training s |", "|---|---:|---:|---:|---:|---:|"]
-md += [f"| {r['objective']} | {r['steps']} | {r['first_loss']:.4f} | {r['final_loss']:.4f} | {r['images_per_s']:.0f} | {r['train_seconds']} |" for r in rows]
-open(os.path.join(d, "results.md"), "w").write("\n".join(md) + "\n")
-print("\n".join(md))
-PY
+  mkdir -p "$dir/emb"
+  for objective in $objectives; do
+    for split in train test; do
+      run "${bin}mdx-embed" "$dir/$objective.ckpt.h5" "$dir/$split-probe.h5" -o "$dir/emb/$objective.$split.h5"
+    done
+  done
 fi
 
-echo "fashion-mnist.sh: done (stages $stage..$stop_stage) in $dir:" >&2
-ls -l "$dir" "$dir/strips" 2>/dev/null | sed 's/^/  /' >&2
+if step 6; then
+  mkdir -p "$dir/probe"
+  # The raw pixels are the baseline every representation must beat.
+  run "${bin}mdx-probe" "$dir/train-probe.h5" "$dir/test-probe.h5" > "$dir/probe/pixels.json"
+  for objective in $objectives; do
+    run "${bin}mdx-probe" "$dir/emb/$objective.train.h5" "$dir/emb/$objective.test.h5" > "$dir/probe/$objective.json"
+  done
+fi
+
+if step 7; then
+  mkdir -p "$dir/gen"
+  for objective in $objectives; do
+    # UMD's own generation fine-tune (SPEC: labels on, r = 0.05, no masking); the others become
+    # class-conditional DiTs from their pre-trained weights. Same steps for all: equal compute.
+    case $objective in
+      umd) extra="--objective umd --rep-share 0.05 --noisy-mask-ratio 0" ;;
+      *) extra="--objective dit" ;;
+    esac
+    # shellcheck disable=SC2086
+    timed "$dir/gen/$objective.seconds" run_train "${bin}mdx-train" "$dir/train.h5" --init "$dir/$objective.ckpt.h5" \
+      --init-ema --class-cond $extra $finetune -o "$dir/gen/$objective.ckpt.h5"
+  done
+fi
+
+if step 8; then
+  mkdir -p "$dir/samples"
+  for objective in $objectives; do
+    timed "$dir/samples/$objective.seconds" run "${bin}mdx-sample" "$dir/gen/$objective.ckpt.h5" \
+      --per-class $per_class --steps $sample_steps --cfg 1.5 \
+      -o "$dir/samples/$objective.h5" --grid "$dir/samples/$objective.png"
+  done
+fi
+
+if step 9; then
+  mkdir -p "$dir/fid"
+  if [ -n "$extractor" ]; then
+    features="--extractor $extractor"
+  else
+    features="--encoder $dir/mae.ckpt.h5"
+  fi
+  # The floor: training images against the test images, through the same extractor.
+  # shellcheck disable=SC2086
+  run "${bin}mdx-fid" "$dir/train-probe.h5" "$dir/test-probe.h5" $features > "$dir/fid/data.json"
+  for objective in $objectives; do
+    # shellcheck disable=SC2086
+    run "${bin}mdx-fid" "$dir/samples/$objective.h5" "$dir/test-probe.h5" $features > "$dir/fid/$objective.json"
+  done
+fi
+
+if step 10; then
+  /usr/bin/python3 "$(dirname "$0")/report.py" "$dir"
+fi
+
+echo "fashion-mnist.sh: done (stages $stage..$stop_stage) in $dir" >&2

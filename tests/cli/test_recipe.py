@@ -1,0 +1,99 @@
+"""The recipe and the Slurm templates: they parse, the templates run unchanged under bash on one
+machine (an array task takes its shard), the recipe's report reads what the stages write."""
+import json
+import os
+import subprocess
+import sys
+import unittest
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from mdxtest import SOURCE, ToolTest, tool  # noqa: E402
+
+RECIPE = os.path.join(SOURCE, "share", "mdx", "recipes", "fashion-mnist.sh")
+SLURM = os.path.join(SOURCE, "share", "mdx", "slurm")
+
+
+def dump(obj, *path):
+    with open(os.path.join(*path), "w") as f:
+        json.dump(obj, f)
+
+
+def sh(*args, env=None, **kw):
+    return subprocess.run(list(map(str, args)), capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+class Recipe(ToolTest):
+    def test_scripts_parse(self):
+        self.assertEqual(sh("sh", "-n", RECIPE).returncode, 0)
+        for t in ("cpu.sbatch", "gpu-train.sbatch"):
+            r = sh("bash", "-n", os.path.join(SLURM, t))
+            self.assertEqual(r.returncode, 0, r.stderr)
+        r = sh("sh", RECIPE, "--help")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("--stage", r.stdout)
+        r = sh("sh", RECIPE, "--bogus")
+        self.assertEqual(r.returncode, 2)
+
+    def test_cpu_template_runs_an_array_task_on_one_machine(self):
+        table = self.fmnist_table(90)
+        parts = []
+        for task in range(3):
+            out = self.path(f"part-{task}.h5")
+            r = sh("bash", os.path.join(SLURM, "cpu.sbatch"), tool("mdx-tokenize"), "-q", table,
+                   "--shard", "{TASK}/{COUNT}", "-o", self.path("part-{TASK}.h5"),
+                   env={"SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_COUNT": "3"})
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with h5py.File(out, "r") as f:
+                parts.append(f["images"][()])
+        with h5py.File(table, "r") as f:
+            np.testing.assert_array_equal(np.concatenate(parts), f["images"][()])
+        # Outside an array: task 0 of 1, the whole table.
+        r = sh("bash", os.path.join(SLURM, "cpu.sbatch"), tool("mdx-tokenize"), "-q", table,
+               "--shard", "{TASK}/{COUNT}", "-o", self.path("whole.h5"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with h5py.File(self.path("whole.h5"), "r") as f:
+            self.assertEqual(f["images"].shape[0], 90)
+        r = sh("bash", os.path.join(SLURM, "cpu.sbatch"))
+        self.assertEqual(r.returncode, 2)
+
+    def test_gpu_template_runs_mdx_train_outside_slurm(self):
+        table = self.fmnist_table(90)
+        out = self.path("m.ckpt.h5")
+        r = sh("bash", os.path.join(SLURM, "gpu-train.sbatch"), tool("mdx-train"), "-q", table, "--steps", 1,
+               "--dim", 32, "--depth", 1, "--decoder-depth", 1, "--heads", 2, "--batch", 8, "-o", out,
+               env={"SLURM_JOB_ID": ""})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(os.path.exists(out))
+
+    def test_report_reads_the_stages_outputs(self):
+        d = self.dir
+        os.makedirs(os.path.join(d, "gen"))
+        os.makedirs(os.path.join(d, "probe"))
+        os.makedirs(os.path.join(d, "fid"))
+        for o, loss in (("umd", 0.5), ("dit", 0.8)):
+            with open(os.path.join(d, f"{o}.ckpt.metrics.jsonl"), "w") as f:
+                for s in range(1, 4):
+                    f.write(json.dumps({"step": s, "loss": loss / s, "images_per_s": 100.0 * s}) + "\n")
+            with open(os.path.join(d, "gen", f"{o}.ckpt.metrics.jsonl"), "w") as f:
+                f.write(json.dumps({"step": 2, "loss": 0.3, "images_per_s": 50.0}) + "\n")
+            dump(12, d, f"{o}.seconds")
+            dump({"top1": 0.8123}, d, "probe", f"{o}.json")
+            dump({"fid": 3.25, "count_a": 100}, d, "fid", f"{o}.json")
+        dump({"top1": 0.84}, d, "probe", "pixels.json")
+        r = sh("/usr/bin/python3", os.path.join(SOURCE, "share", "mdx", "recipes", "report.py"), d)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("| umd | 3 | 0.5000 | 0.1667 | 200 | 12 | 81.23 |", r.stdout)
+        self.assertIn("| raw pixels |", r.stdout)
+        with open(os.path.join(d, "results.json")) as f:
+            res = json.load(f)
+        self.assertEqual([o["objective"] for o in res["objectives"]], ["umd", "dit"])
+        self.assertEqual(res["objectives"][1]["fid"], 3.25)
+        self.assertTrue(os.path.getsize(os.path.join(d, "loss-curves.png")) > 1000)
+
+
+if __name__ == "__main__":
+    unittest.main()
