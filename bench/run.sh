@@ -11,3 +11,5 @@ echo "== mdx-train: one training step per objective, against the same step in Py
 "$PYTHON" "$here/train_step_bench.py" --bin "$MDX_BIN"
 echo "== mdx-fid: Frechet distance of two 2048-d stats files, against pytorch-fid's scipy sqrtm formula"
 "$PYTHON" "$here/fid_bench.py" --bin "$MDX_BIN"
+echo "== mdx-probe: logistic probe of Fashion-MNIST pixels, against scikit-learn's lbfgs at the same C"
+"$PYTHON" "$here/probe_bench.py" --bin "$MDX_BIN"
