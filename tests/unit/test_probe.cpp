@@ -79,6 +79,37 @@ TEST_CASE("probe: softmax-regression loss and gradient match log_softmax and fin
   CHECK(g[F * K + 2].item<double>() == doctest::Approx(0.25 - 1.0 / 7));
 }
 
+// The loss and gradient of SoftmaxObjective against the closed form x'(P - Y)/N + lambda W in float64.
+static void check_against_closed_form(int64_t N, int64_t F, int64_t K) {
+  torch::manual_seed(9);
+  const double lambda = 0.05;
+  auto x = torch::randn({N, F});
+  auto y = torch::randint(0, K, {N}, torch::kLong);
+  auto theta = torch::randn({(F + 1) * K}, torch::kDouble) * 0.3;
+  SoftmaxObjective obj(x, y, K, lambda);
+  at::Tensor g;
+  const double f = obj(theta, g);
+  auto W = theta.slice(0, 0, F * K).view({F, K}), b = theta.slice(0, F * K);
+  auto xd = x.to(at::kDouble);
+  auto logits = at::addmm(b, xd, W);
+  auto r = at::softmax(logits, 1) - at::one_hot(y, K).to(at::kDouble);
+  auto expected = at::cat({(at::mm(xd.t(), r) / N + lambda * W).reshape({-1}), r.mean(0)});
+  double loss = -at::log_softmax(logits, 1).gather(1, y.unsqueeze(1)).mean().item<double>() +
+                0.5 * lambda * W.square().sum().item<double>();
+  CHECK(f == doctest::Approx(loss).epsilon(1e-6));
+  CHECK((g - expected).abs().max().item<double>() < 1e-5);
+  CHECK(softmax_logits(x, theta, K).sub(logits.to(at::kFloat)).abs().max().item<float>() < 1e-4);
+}
+
+TEST_CASE("probe: softmax-regression gradient on sizes that exercise every kernel path") {
+  // 21 rows (8-row and 4-row tiles and single rows), 19 features (two 8-wide steps and a tail),
+  // 5 classes (pairs and a single one): the AVX2 kernels where the CPU has them.
+  check_against_closed_form(21, 19, 5);
+  // 70 classes: the BLAS path; 2500 rows: several row blocks in several chunks.
+  check_against_closed_form(2500, 9, 70);
+  check_against_closed_form(2500, 33, 3);
+}
+
 TEST_CASE("probe: logistic fit with the curvature preconditioner reaches the same minimum as without") {
   torch::manual_seed(11);
   const int64_t N = 200, F = 5, K = 3;

@@ -22,7 +22,7 @@ struct ProbeOptions {
   std::string l2;             // logistic: comma-separated lambdas (one value: fixed); empty: the default grid
   double holdout = 0.1;       // logistic: share of the training rows that scores the grid
   int64_t max_iter = 1000;    // logistic: L-BFGS iterations per fit
-  double tol = 1e-4;          // logistic: stop when max |gradient| <= tol * (initial max |gradient|)
+  double tol = 1e-4;          // logistic: converged when max |gradient of the mean loss| <= tol
   double lambda = 1024;       // ridge
   int64_t shots = 0;          // K random training rows per class (0: all rows)
   int64_t k = 20;             // knn
@@ -85,14 +85,15 @@ class SoftmaxObjective {
 // H0 for L-BFGS on a SoftmaxObjective: (c Sigma + lambda I)^-1 on W and 1/c on b, with
 // Sigma = x^T x / N (the correlation matrix of standardized features) and c = 1/K, the softmax
 // curvature at W = 0, so that the data's ill-conditioning (raw pixels: eigenvalues over six
-// decades) is taken out before L-BFGS starts. One eigen-decomposition of Sigma serves every lambda.
+// decades) is taken out before L-BFGS starts. Sigma is computed once for every lambda.
 class SoftmaxPreconditioner {
  public:
   SoftmaxPreconditioner(const at::Tensor& x, int64_t classes);
   Preconditioner operator()(double lambda) const;
 
  private:
-  at::Tensor eigenvalues_, eigenvectors_;
+  at::Tensor sigma_;
+  double jitter_ = 0;
   int64_t features_, classes_;
 };
 
