@@ -74,8 +74,8 @@ if [ "$demo" = 1 ]; then
   # 2 CPU cores, about 15 minutes: a small model, a few hundred steps, subsets for probe and FID.
   model="--dim 128 --depth 4 --decoder-depth 2 --heads 4"
   pretrain="--steps 200 --batch 64 --lr 1e-3 --ema 0.99 --preview-every 50 --log-every 5"
-  finetune="--steps 100 --batch 64 --lr 5e-4 --ema 0.99 --preview-every 50 --log-every 5"
-  probe_train=10000 probe_test=2000 per_class=50 sample_steps=50
+  finetune="--steps 60 --batch 64 --lr 5e-4 --ema 0.99 --preview-every 30 --log-every 5"
+  probe_train=10000 probe_test=2000 per_class=20 sample_steps=25
 else
   model="--model s"
   pretrain="--epochs 100 --batch 256"
