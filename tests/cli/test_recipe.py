@@ -74,6 +74,7 @@ class Recipe(ToolTest):
         os.makedirs(os.path.join(d, "gen"))
         os.makedirs(os.path.join(d, "probe"))
         os.makedirs(os.path.join(d, "fid"))
+        os.makedirs(os.path.join(d, "samples"))
         for o, loss in (("umd", 0.5), ("dit", 0.8)):
             with open(os.path.join(d, f"{o}.ckpt.metrics.jsonl"), "w") as f:
                 for s in range(1, 4):
@@ -81,8 +82,9 @@ class Recipe(ToolTest):
             with open(os.path.join(d, "gen", f"{o}.ckpt.metrics.jsonl"), "w") as f:
                 f.write(json.dumps({"step": 2, "loss": 0.3, "images_per_s": 50.0}) + "\n")
             dump(12, d, f"{o}.seconds")
+            dump(12, d, "samples", f"{o}.seconds")
             dump({"top1": 0.8123}, d, "probe", f"{o}.json")
-            dump({"fid": 3.25, "count_a": 100}, d, "fid", f"{o}.json")
+            dump({"fid": 3.25, "inputs": [{"count": 120}, {"count": 2000}]}, d, "fid", f"{o}.json")
         dump({"top1": 0.84}, d, "probe", "pixels.json")
         r = sh("/usr/bin/python3", os.path.join(SOURCE, "share", "mdx", "recipes", "report.py"), d)
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -92,6 +94,7 @@ class Recipe(ToolTest):
             res = json.load(f)
         self.assertEqual([o["objective"] for o in res["objectives"]], ["umd", "dit"])
         self.assertEqual(res["objectives"][1]["fid"], 3.25)
+        self.assertEqual(res["objectives"][1]["samples_per_s"], 10.0)  # 120 samples in 12 s
         self.assertTrue(os.path.getsize(os.path.join(d, "loss-curves.png")) > 1000)
 
 

@@ -182,12 +182,17 @@ if step 9; then
   else
     features="--encoder $dir/mae.ckpt.h5"
   fi
-  # The floor: training images against the test images, through the same extractor.
+  # The test set's statistics once; then each sample set against them. The floor: as many
+  # training images as there are samples of one objective, through the same extractor (FID is
+  # biased by the sample count, so the floor uses the same count).
   # shellcheck disable=SC2086
-  run "${bin}mdx-fid" "$dir/train-probe.h5" "$dir/test-probe.h5" $features > "$dir/fid/data.json"
+  run "${bin}mdx-fid" "$dir/test-probe.h5" --save-stats "$dir/fid/test.stats.h5" $features > /dev/null
+  run "${bin}mdx-tokenize" "$dir/train.h5" --limit $(( 10 * per_class )) -o "$dir/fid/train-floor.h5"
+  # shellcheck disable=SC2086
+  run "${bin}mdx-fid" "$dir/fid/train-floor.h5" "$dir/fid/test.stats.h5" $features > "$dir/fid/data.json"
   for objective in $objectives; do
     # shellcheck disable=SC2086
-    run "${bin}mdx-fid" "$dir/samples/$objective.h5" "$dir/test-probe.h5" $features > "$dir/fid/$objective.json"
+    run "${bin}mdx-fid" "$dir/samples/$objective.h5" "$dir/fid/test.stats.h5" $features > "$dir/fid/$objective.json"
   done
 fi
 

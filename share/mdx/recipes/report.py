@@ -46,9 +46,7 @@ def row(d, objective):
     probe = load_json(os.path.join(d, "probe", f"{objective}.json"))
     fid = load_json(os.path.join(d, "fid", f"{objective}.json"))
     sample_s = seconds(os.path.join(d, "samples", f"{objective}.seconds"))
-    samples = None
-    if fid:
-        samples = fid.get("count_a", fid.get("counts", [None])[0] if isinstance(fid.get("counts"), list) else None)
+    samples = fid["inputs"][0]["count"] if fid and fid.get("inputs") else None  # mdx-fid's report
     tail = pre[-5:]
     return {
         "objective": objective,
