@@ -16,6 +16,7 @@
 #include "mdx/io/image_table.h"
 #include "mdx/tokenize/pca.h"
 #include "mdx/util/error.h"
+#include "mdx/util/json.h"
 #include "mdx/util/log.h"
 #include "mdx/util/output.h"
 #include "mdx/util/progress.h"
@@ -129,15 +130,6 @@ class Sha256 {
   uint64_t bits_ = 0;
 };
 
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') out += fmt::format("\\{}", static_cast<char>(c));
-    else if (c < 0x20) out += fmt::format("\\u{:04x}", c);
-    else out += static_cast<char>(c);
-  }
-  return out + "\"";
-}
 
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 

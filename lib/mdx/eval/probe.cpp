@@ -17,6 +17,7 @@
 
 #include "mdx/io/hdf5.h"
 #include "mdx/util/error.h"
+#include "mdx/util/json.h"
 #include "mdx/util/log.h"
 #include "mdx/util/output.h"
 #include "mdx/util/signal.h"
@@ -517,18 +518,7 @@ void ProbeOptions::validate() const {
 
 namespace {
 
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') out += fmt::format("\\{}", static_cast<char>(c));
-    else if (c < 0x20) out += fmt::format("\\u{:04x}", c);
-    else out += static_cast<char>(c);
-  }
-  return out + "\"";
-}
 
-// A double as JSON: shortest round-trip form.
-std::string json_number(double v) { return std::isfinite(v) ? fmt::format("{}", v) : "null"; }
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
