@@ -7,8 +7,10 @@
 
 #include "mdx/corrupt/objective.h"
 #include "mdx/model/autoencoder.h"
+#include "mdx/train/checkpoint.h"
 #include "mdx/train/loss.h"
 #include "mdx/train/optim.h"
+#include "mdx/util/error.h"
 #include "mdx/util/torch_compat.h"
 
 using namespace mdx;
@@ -166,4 +168,27 @@ TEST_CASE("gradient clipping scales to the maximum norm") {
   a.mutable_grad() = torch::tensor({3.0f, 4.0f});
   CHECK(clip_grad_norm({a}, 1.0) == doctest::Approx(5.0));
   CHECK(a.grad().norm().item<float>() == doctest::Approx(1.0).epsilon(1e-5));
+}
+
+TEST_CASE("copy_weights: exact copy; strict refuses a missing or reshaped tensor, loose keeps it fresh") {
+  torch::manual_seed(1);
+  MaskedDiffusionAutoencoder a(small_config()), b(small_config());
+  std::map<std::string, at::Tensor> weights;
+  for (const auto& p : a->named_parameters()) weights[p.key()] = p.value().detach().clone();
+  CHECK(copy_weights(*b, weights, "a.h5", true).empty());
+  for (const auto& p : b->named_parameters()) CHECK(torch::equal(p.value(), weights.at(p.key())));
+
+  auto missing = weights;
+  missing.erase("head.weight");
+  CHECK_THROWS_WITH_AS(copy_weights(*b, missing, "a.h5", true), "'a.h5' lacks the weights 'head.weight'", Error);
+  auto reshaped = weights;
+  reshaped["mask_token"] = torch::zeros({3});
+  const std::string expected = "'a.h5': 'mask_token' has shape [3], the configuration implies [" +
+                               std::to_string(b->named_parameters()["mask_token"].size(0)) + "]";
+  CHECK_THROWS_WITH_AS(copy_weights(*b, reshaped, "a.h5", true), expected.c_str(), Error);
+  // A class-conditional model initialized from an unconditional one: only the label tables are new.
+  MaskedDiffusionAutoencoder c(small_config(10));
+  auto fresh = copy_weights(*c, weights, "a.h5", false);
+  CHECK(fresh == std::vector<std::string>{"label_table.weight", "decoder_label_table.weight"});
+  CHECK(torch::equal(c->named_parameters()["head.weight"], weights.at("head.weight")));
 }

@@ -31,17 +31,7 @@ TrainedModel load_trained_model(const std::string& path, bool ema, const at::Dev
   m.ema = ema && !s.ema.empty();
   const auto& weights = m.ema ? s.ema : s.model;
   m.model = MaskedDiffusionAutoencoder(m.config);
-  {
-    at::NoGradGuard ng;
-    for (auto& p : m.model->named_parameters()) {
-      auto it = weights.find(p.key());
-      if (it == weights.end()) throw Error(fmt::format("'{}' lacks the weights '{}'", path, p.key()));
-      if (it->second.sizes() != p.value().sizes())
-        throw Error(fmt::format("'{}': '{}' has shape [{}], the configuration implies [{}]", path, p.key(),
-                                fmt::join(it->second.sizes(), ","), fmt::join(p.value().sizes(), ",")));
-      p.value().copy_(it->second);
-    }
-  }
+  copy_weights(*m.model, weights, path, true);
   m.model->to(device);
   m.model->eval();
   return m;

@@ -1,6 +1,7 @@
 #include "mdx/train/checkpoint.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "mdx/io/hdf5.h"
 #include "mdx/util/error.h"
@@ -115,6 +116,26 @@ CheckpointState load_checkpoint(const std::string& path, bool weights_only) {
     h5::read_all(ds, H5T_NATIVE_UINT8, s.rng.data_ptr<uint8_t>(), "'rng' in '" + path + "'");
   }
   return s;
+}
+
+std::vector<std::string> copy_weights(torch::nn::Module& module, const std::map<std::string, at::Tensor>& weights,
+                                      const std::string& path, bool strict) {
+  at::NoGradGuard no_grad;
+  std::vector<std::string> left;
+  for (auto& p : module.named_parameters()) {
+    auto it = weights.find(p.key());
+    if (it == weights.end() || it->second.sizes() != p.value().sizes()) {
+      if (!strict) {
+        left.push_back(p.key());
+        continue;
+      }
+      if (it == weights.end()) throw Error(fmt::format("'{}' lacks the weights '{}'", path, p.key()));
+      throw Error(fmt::format("'{}': '{}' has shape [{}], the configuration implies [{}]", path, p.key(),
+                              fmt::join(it->second.sizes(), ","), fmt::join(p.value().sizes(), ",")));
+    }
+    p.value().copy_(it->second);
+  }
+  return left;
 }
 
 }  // namespace mdx

@@ -273,31 +273,18 @@ class Trainer {
 
   void init_from(const std::string& path, const CheckpointState& s) {
     const auto& weights = opt_.run.init_ema && !s.ema.empty() ? s.ema : s.model;
-    at::NoGradGuard ng;
-    int64_t copied = 0;
-    std::vector<std::string> fresh;
-    for (auto& p : model_->named_parameters()) {
-      auto it = weights.find(p.key());
-      if (it == weights.end() || it->second.sizes() != p.value().sizes()) {
-        fresh.push_back(p.key());
-        continue;
-      }
-      p.value().copy_(it->second);
-      ++copied;
-    }
+    const std::vector<std::string> fresh = copy_weights(*model_, weights, path, false);
+    const auto copied = static_cast<int64_t>(model_->named_parameters().size() - fresh.size());
     log("initialized {} tensors from '{}'{}", copied, path,
         fresh.empty() ? std::string() : fmt::format("; {} new ({}...)", fresh.size(), fresh[0]));
     prov_.add_input(path);
   }
 
   void resume_from(const std::string& path, const CheckpointState& s) {
+    copy_weights(*model_, s.model, path, true);
     at::NoGradGuard ng;
-    for (auto& p : model_->named_parameters()) {
-      auto it = s.model.find(p.key());
-      if (it == s.model.end()) throw Error("'" + path + "' lacks weights '" + p.key() + "'");
-      p.value().copy_(it->second);
-      if (s.ema.count(p.key())) ema_[p.key()].copy_(s.ema.at(p.key()));
-    }
+    for (auto& [name, value] : ema_)
+      if (s.ema.count(name)) value.copy_(s.ema.at(name));
     for (auto& slot : optimizer_->slots()) {
       if (!s.exp_avg.count(slot.name)) continue;
       slot.exp_avg.copy_(s.exp_avg.at(slot.name));
