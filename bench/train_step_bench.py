@@ -9,7 +9,9 @@ auto-encoder (same architecture, asserted by the parameter count); the objective
 gradient clipping to 1.0; AdamW (betas 0.9/0.95, weight decay 0.05 on >= 2-D weights except the
 CLS tokens); EMA of every parameter (0.9999). The Python side runs on random data of the table's
 shape and, for l-DAE, a random orthonormal basis of the tokenizer's size. Same thread count on
-both sides. Each side: 3 warm-up steps, then --steps timed steps; best of --repeat runs.
+both sides. mdx's tools keep freed memory in the process (mallopt, lib/mdx/util/tool.cpp); the
+Python side runs with glibc's defaults unless the environment sets MALLOC_MMAP_THRESHOLD_ and
+MALLOC_TRIM_THRESHOLD_ (which then reach both sides), which tells how much of a difference that is. Each side: 3 warm-up steps, then --steps timed steps; best of --repeat runs.
 
 Prints a JSON line per measurement and a Markdown table with the ratios. Run by `make bench`
 (bench/run.sh) with /usr/bin/python3.
@@ -19,6 +21,7 @@ beside them) make multi-threaded timings swing by several times on both sides; t
 goes into every JSON line, and a warning to stderr when it is high at the start. `--threads 1
 --blas-threads 1` (or OMP_WAIT_POLICY=passive in the environment) gives stable ratios there."""
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -396,10 +399,22 @@ def python_run(objective, args, table_shape, pca_dim):
 
 # ---------------------------------------------------------------------------------------------
 
+def python_subprocess(objective, args, table_shape, pca_dim):
+    """python_run in a fresh interpreter, as a user's training script runs: in this process, a
+    second run would find the heap that the first one grew (and glibc's page faults gone)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--python-side", objective, "--model", args.model,
+           "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.requested_threads),
+           "--images", str(table_shape[0])]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"python side failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr}")
+    return json.loads(r.stdout.splitlines()[-1])
+
+
 def cpp_run(objective, args, table, tokenizer, out):
     cmd = [os.path.join(args.bin, "mdx-train"), "-q", table, "-o", out, "--benchmark", str(args.steps),
            "--objective", objective, "--model", args.model, "--batch", str(args.batch),
-           "--threads", str(args.threads), "--device", "cpu"]
+           "--threads", str(args.requested_threads), "--device", "cpu"]
     if objective == "ldae":
         cmd += ["--tokenizer", tokenizer]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -431,7 +446,8 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10, help="timed steps (after 3 warm-up steps)")
     ap.add_argument("--repeat", type=int, default=2, help="runs per side; the best counts")
-    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads of both sides")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="LibTorch CPU threads of both sides (0: each side's default, what a user gets)")
     ap.add_argument("--objectives", default="umd,mae,ldae,dit")
     ap.add_argument("--images", type=int, default=2000, help="rows of the in-memory table")
     ap.add_argument("--blas-threads", type=int, default=0,
@@ -439,15 +455,28 @@ def main():
                          "count does not reach Debian's pthread OpenBLAS, whose own pool (one thread per core by "
                          "default) runs the matmuls beside the OpenMP threads; on a loaded machine the two pools "
                          "oversubscribe the cores and the timings swing by several times")
+    ap.add_argument("--python-side", metavar="OBJECTIVE", help=argparse.SUPPRESS)  # one Python run, as JSON
     args = ap.parse_args()
     args.patch, pca_dim = 4, 8  # Fashion-MNIST 28x28x1: L = 49 tokens of D = 16; l-DAE d = 8
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     for o in objectives:
         if o not in ("umd", "mae", "ldae", "dit"):
             ap.error(f"unknown objective '{o}' (umd, mae, ldae, dit)")
-    if args.steps < 1 or args.repeat < 1 or args.threads < 1 or args.batch < 1:
-        ap.error("--steps, --repeat, --threads and --batch must be >= 1")
-    torch.set_num_threads(args.threads)
+    if args.steps < 1 or args.repeat < 1 or args.threads < 0 or args.batch < 1:
+        ap.error("--steps, --repeat and --batch must be >= 1, --threads >= 0")
+    # mdx-train --threads N also sets OpenBLAS's pool to N (lib/mdx/util/tool.cpp): so does this side
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+        if not args.blas_threads:
+            try:  # the library torch already loaded (libblas.so.3 -> OpenBLAS): dlopen returns it
+                ctypes.CDLL("libopenblas.so.0").openblas_set_num_threads(args.threads)
+            except (OSError, AttributeError):
+                pass
+    args.requested_threads = args.threads
+    args.threads = torch.get_num_threads()  # what both sides run on
+    if args.python_side:
+        print(json.dumps(python_run(args.python_side, args, (args.images, 28, 28, 1), pca_dim)))
+        return
     load = os.getloadavg()[0]
     if load > 0.5 * (os.cpu_count() or 1):
         print(f"warning: load average {load:.1f} on {os.cpu_count()} cores before the benchmark: other work "
@@ -472,7 +501,7 @@ def main():
                 if "c++" not in best or j["step_ms"] < best["c++"]["step_ms"]:
                     best["c++"] = {"step_ms": j["step_ms"], "parameters": j["parameters"],
                                    "mdx_train_commit": j.get("commit"), "loadavg": os.getloadavg()[0]}
-                p = python_run(obj, args, table_shape, pca_dim)
+                p = python_subprocess(obj, args, table_shape, pca_dim)
                 ms = 1000 * p["seconds"] / args.steps
                 if "python" not in best or ms < best["python"]["step_ms"]:
                     best["python"] = {"step_ms": ms, "parameters": p["parameters"], "loadavg": os.getloadavg()[0]}
