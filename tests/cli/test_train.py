@@ -71,7 +71,12 @@ class Train(ToolTest):
                 self.assertEqual(png.text["mdx_step"], "60")
 
     def test_resume_equals_uninterrupted(self):
-        self.check_resume([])
+        out = self.check_resume([])
+        # A resume with other options would change the run halfway: refused, the checkpoint kept.
+        before = open(out, "rb").read()
+        self.fails("mdx-train", self.table, "-o", out, *SMALL, "--objective", "mae", "--steps", 80, "--seed", 7,
+                   "--resume", contains=("--resume", "objective umd, not mae", "seed 0, not 7"))
+        self.assertEqual(open(out, "rb").read(), before)
 
     def test_resume_equals_uninterrupted_when_streaming(self):
         # A 1.5 MiB budget streams the 1.5 MiB table in shuffled windows read ahead by a thread.
@@ -106,6 +111,7 @@ class Train(ToolTest):
         # The metrics log continues where the checkpoint stopped: every step once.
         steps = [r["step"] for r in metrics(log)]
         self.assertEqual(steps, list(range(1, 41)))
+        return out
 
     def test_init_for_class_conditional_fine_tune(self):
         base = self.path("base.ckpt.h5")

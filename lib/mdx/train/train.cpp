@@ -196,7 +196,10 @@ class Trainer {
       at::NoGradGuard ng;
       for (const auto& p : named_) ema_[p.key()] = p.value().detach().clone();
     }
-    if (opt.run.resume) resume_from(opt.run.output, start_);
+    if (opt.run.resume) {
+      check_same_run(opt.run.output, start_);
+      resume_from(opt.run.output, start_);
+    }
     start_ = CheckpointState{};  // its tensors are copied in; free them
     if (comm_) {  // every process starts from rank 0's weights
       at::NoGradGuard ng;
@@ -394,6 +397,48 @@ class Trainer {
     out_png.commit();
   }
 
+  // The configuration a checkpoint records: the model's, the objective's and the optimizer's.
+  std::map<std::string, std::string> run_config() const {
+    std::map<std::string, std::string> c = model_cfg_.to_map();
+    c["objective"] = objective_name(cfg_.kind);
+    c["schedule"] = cfg_.noises() ? schedule_name(cfg_.schedule) : "none";
+    c["norm_pix"] = opt_.objective.norm_pix ? "1" : "0";
+    c["class_dropout"] = fmt::format("{}", opt_.objective.class_dropout);
+    c["lr"] = fmt::format("{}", opt_.optim.base_lr());
+    c["weight_decay"] = fmt::format("{}", opt_.optim.weight_decay);
+    c["betas"] = fmt::format("{},{}", opt_.optim.beta1, opt_.optim.beta2);
+    c["clip"] = fmt::format("{}", opt_.optim.clip);
+    c["warmup"] = fmt::format("{}", opt_.optim.warmup);
+    c["ema"] = fmt::format("{}", opt_.optim.ema);
+    c["seed"] = std::to_string(prov_.seed);
+    c["mask_policy"] = mask_policy_name(cfg_.mask_policy);
+    c["mask_ratio"] = fmt::format("{}", cfg_.mask_ratio);
+    c["noisy_mask_ratio"] = fmt::format("{}", cfg_.noisy_mask_ratio);
+    c["rep_share"] = fmt::format("{}", cfg_.representation_share);
+    c["tokenizer"] = opt_.objective.corruption.tokenizer;
+    c["total_steps"] = std::to_string(total_);
+    c["batch"] = std::to_string(opt_.optim.batch);
+    if (!table_.label_names().empty()) c["label_names"] = fmt::format("{}", fmt::join(table_.label_names(), "\n"));
+    return c;
+  }
+
+  // A --resume run must be the run it continues: other options would silently change its
+  // objective or optimizer halfway (a Slurm requeue passes the same command line again). Only
+  // the length may change: a longer --steps extends a finished run (see mdx-train(1)).
+  void check_same_run(const std::string& path, const CheckpointState& s) const {
+    std::vector<std::string> diffs;
+    for (const auto& [key, now] : run_config()) {
+      if (key == "total_steps") continue;
+      auto it = s.config.find(key);
+      if (it != s.config.end() && it->second != now)
+        diffs.push_back(key == "label_names" ? "the table's label names differ"
+                                             : fmt::format("{} {}, not {}", key, it->second, now));
+    }
+    if (!diffs.empty())
+      throw Error(fmt::format("--resume: '{}' was trained with other options ({}); give the options of that run again",
+                              path, fmt::join(diffs, "; ")));
+  }
+
   void save() {
     CheckpointState s;
     for (const auto& p : model_->named_parameters()) s.model[p.key()] = p.value();
@@ -406,26 +451,7 @@ class Trainer {
     }
     s.step = step_;
     s.rng = gen_.get_state();
-    s.config = model_cfg_.to_map();
-    s.config["objective"] = objective_name(cfg_.kind);
-    s.config["schedule"] = cfg_.noises() ? schedule_name(cfg_.schedule) : "none";
-    s.config["norm_pix"] = opt_.objective.norm_pix ? "1" : "0";
-    s.config["class_dropout"] = fmt::format("{}", opt_.objective.class_dropout);
-    s.config["lr"] = fmt::format("{}", opt_.optim.base_lr());
-    s.config["weight_decay"] = fmt::format("{}", opt_.optim.weight_decay);
-    s.config["betas"] = fmt::format("{},{}", opt_.optim.beta1, opt_.optim.beta2);
-    s.config["clip"] = fmt::format("{}", opt_.optim.clip);
-    s.config["warmup"] = fmt::format("{}", opt_.optim.warmup);
-    s.config["ema"] = fmt::format("{}", opt_.optim.ema);
-    s.config["seed"] = std::to_string(prov_.seed);
-    s.config["mask_policy"] = mask_policy_name(cfg_.mask_policy);
-    s.config["mask_ratio"] = fmt::format("{}", cfg_.mask_ratio);
-    s.config["noisy_mask_ratio"] = fmt::format("{}", cfg_.noisy_mask_ratio);
-    s.config["rep_share"] = fmt::format("{}", cfg_.representation_share);
-    s.config["tokenizer"] = opt_.objective.corruption.tokenizer;
-    s.config["total_steps"] = std::to_string(total_);
-    s.config["batch"] = std::to_string(opt_.optim.batch);
-    if (!table_.label_names().empty()) s.config["label_names"] = fmt::format("{}", fmt::join(table_.label_names(), "\n"));
+    s.config = run_config();
     std::vector<std::string> inputs = opt_.run.inputs;
     if (!opt_.run.init.empty()) inputs.push_back(opt_.run.init);
     save_checkpoint(opt_.run.output, s, prov_, inputs);

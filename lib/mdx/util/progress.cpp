@@ -9,6 +9,16 @@
 #include "mdx/util/signal.h"
 
 namespace mdx {
+namespace {
+
+// "0.42", "3.1", "170": a training run at under one step per second must not read "0 steps/s".
+std::string format_rate(double rate) {
+  char text[32];
+  std::snprintf(text, sizeof text, rate >= 100 ? "%.0f" : rate >= 10 ? "%.1f" : "%.2f", rate);
+  return text;
+}
+
+}  // namespace
 
 Progress::Progress(std::string what, int64_t total, std::string unit, bool poll_signals)
     : what_(std::move(what)), unit_(std::move(unit)), total_(total),
@@ -54,16 +64,17 @@ void Progress::draw(bool final) {
     int fill = static_cast<int>(frac * width + 0.5);
     std::string bar(fill, '#');
     bar.resize(width, '.');
-    std::fprintf(stderr, "\r%s: %s [%s] %3.0f%% %lld/%lld %.0f %s/s%s", program_name().c_str(), what_.c_str(),
-                 bar.c_str(), 100 * frac, static_cast<long long>(done_), static_cast<long long>(total_), rate,
+    std::fprintf(stderr, "\r%s: %s [%s] %3.0f%% %lld/%lld %s %s/s%s", program_name().c_str(), what_.c_str(),
+                 bar.c_str(), 100 * frac, static_cast<long long>(done_), static_cast<long long>(total_),
+                 format_rate(rate).c_str(),
                  unit_.c_str(), final ? "\n" : "");
   } else {
     char stamp[32];
     std::time_t t = std::time(nullptr);
     std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", std::localtime(&t));
-    std::fprintf(stderr, "%s: %s %s %3.0f%% %lld/%lld %s, %.0f %s/s, %.1f s\n", program_name().c_str(), stamp,
+    std::fprintf(stderr, "%s: %s %s %3.0f%% %lld/%lld %s, %s %s/s, %.1f s\n", program_name().c_str(), stamp,
                  what_.c_str(), 100 * frac, static_cast<long long>(done_), static_cast<long long>(total_),
-                 unit_.c_str(), rate, unit_.c_str(), elapsed);
+                 unit_.c_str(), format_rate(rate).c_str(), unit_.c_str(), elapsed);
   }
   std::fflush(stderr);
 }
