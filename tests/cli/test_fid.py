@@ -4,6 +4,7 @@ the same preprocessing; Fashion-MNIST train vs test vs noise; an mdx encoder; ba
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import unittest
 
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mdxtest import FMNIST, ToolTest, run  # noqa: E402
+from mdxtest import FMNIST, SOURCE, ToolTest, run  # noqa: E402
 
 SIZE = 40  # the toy extractor's input size: small, so that the test stays quick
 SHA = "0" * 64
@@ -72,6 +73,10 @@ def toy_features(module, images, size, batch=100):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
             out.append(module(2 * x - 1)[0].flatten(1).double().numpy())
     return np.concatenate(out)
+
+
+def run_python(script, *args):
+    return subprocess.run(["/usr/bin/python3", script, *map(str, args)], capture_output=True, text=True)
 
 
 def report(r):
@@ -231,6 +236,30 @@ class Fid(ToolTest):
         with h5py.File(rgb, "w") as f:
             f["images"] = np.zeros((4, 28, 28, 3), np.uint8)
         self.fails("mdx-fid", rgb, self.test, *enc, contains=("28x28x3", "28x28x1"))
+
+    def test_fashion_mnist_extractor_script(self):
+        # share/mdx's classifier extractor, trained briefly: mdx-fid loads it and computes the
+        # features that the saved module gives in PyTorch.
+        script = os.path.join(SOURCE, "share", "mdx", "fashion_mnist_extractor.py")
+        train = self.path("train-labelled.h5")
+        self.ok("mdx-tokenize", "-q", f"{FMNIST}/train-images-idx3-ubyte.gz", "--labels",
+                f"{FMNIST}/train-labels-idx1-ubyte.gz", "--limit", 1000, "-o", train)
+        test = self.fmnist_table(300)
+        pt = self.path("fmnist.pt")
+        r = run_python(script, train, test, "--epochs", 1, "-o", pt)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("epoch 1: test top-1", r.stderr)
+        stats = self.path("s.h5")
+        report_ = self.fid(test, "--extractor", pt, "--size", 28, "--save-stats", stats)
+        self.assertEqual(report_["extractor"]["features"], 128)
+        module = torch.jit.load(pt)
+        feats = toy_features(lambda x: [module(x)], h5py.File(test, "r")["images"][:], 28)
+        with h5py.File(stats, "r") as f:
+            np.testing.assert_allclose(f["mu"][:], feats.mean(0), rtol=1e-5, atol=1e-6)
+        r = run_python(script, self.test, test, "-o", self.path("x.pt"))
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("not an image table with labels", r.stderr)
+        self.assertNoOutput(self.path("x.pt"))
 
     def test_bad_inputs(self):
         ext = ["--extractor", self.extractor, "--size", SIZE]
