@@ -14,7 +14,7 @@ with published FIDs; the extractor's SHA-256 in mdx-fid's report says which one 
     mdx-fid samples.h5 test.h5 --extractor fmnist-features.pt --size 28
 
 train.h5 and test.h5 are mdx-tokenize tables of the two splits (with labels). The run is seeded
-and single-threaded; the same inputs and PyTorch build give the same file.
+(--seed) and single-threaded.
 """
 import argparse
 import hashlib
