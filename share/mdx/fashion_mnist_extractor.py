@@ -51,11 +51,14 @@ class Extractor(torch.nn.Module):
 
 
 def load(path):
-    with h5py.File(path, "r") as f:
-        if "images" not in f or "labels" not in f:
-            sys.exit(f"fashion_mnist_extractor.py: error: '{path}' is not an image table with labels")
-        images = f["images"][()]
-        labels = f["labels"][()].astype(np.int64)
+    try:
+        with h5py.File(path, "r") as f:
+            if "images" not in f or "labels" not in f:
+                sys.exit(f"fashion_mnist_extractor.py: error: '{path}' is not an image table with labels")
+            images = f["images"][()]
+            labels = f["labels"][()].astype(np.int64)
+    except OSError as e:
+        sys.exit(f"fashion_mnist_extractor.py: error: cannot read '{path}': {e}")
     if images.shape[1:] != (28, 28, 1):
         sys.exit(f"fashion_mnist_extractor.py: error: '{path}' holds {images.shape[1:]} images, not 28x28x1")
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1

@@ -259,6 +259,10 @@ class Fid(ToolTest):
         r = run_python(script, self.test, test, "-o", self.path("x.pt"))
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("not an image table with labels", r.stderr)
+        r = run_python(script, self.path("missing.h5"), test, "-o", self.path("x.pt"))
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("cannot read", r.stderr)
         self.assertNoOutput(self.path("x.pt"))
 
     def test_bad_inputs(self):
