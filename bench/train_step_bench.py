@@ -11,7 +11,8 @@ CLS tokens); EMA of every parameter (0.9999). The Python side runs on random dat
 shape and, for l-DAE, a random orthonormal basis of the tokenizer's size. Same thread count on
 both sides. mdx's tools keep freed memory in the process (mallopt, lib/mdx/util/tool.cpp); the
 Python side runs with glibc's defaults unless the environment sets MALLOC_MMAP_THRESHOLD_ and
-MALLOC_TRIM_THRESHOLD_ (which then reach both sides), which tells how much of a difference that is. Each side: 3 warm-up steps, then --steps timed steps; best of --repeat runs.
+MALLOC_TRIM_THRESHOLD_ (which then reach both sides), which tells how much of a difference that
+is. Each side: 3 warm-up steps, then --steps timed steps; best of --repeat runs.
 
 Prints a JSON line per measurement and a Markdown table with the ratios. Run by `make bench`
 (bench/run.sh) with /usr/bin/python3.

@@ -66,8 +66,7 @@ void Progress::draw(bool final) {
     bar.resize(width, '.');
     std::fprintf(stderr, "\r%s: %s [%s] %3.0f%% %lld/%lld %s %s/s%s", program_name().c_str(), what_.c_str(),
                  bar.c_str(), 100 * frac, static_cast<long long>(done_), static_cast<long long>(total_),
-                 format_rate(rate).c_str(),
-                 unit_.c_str(), final ? "\n" : "");
+                 format_rate(rate).c_str(), unit_.c_str(), final ? "\n" : "");
   } else {
     char stamp[32];
     std::time_t t = std::time(nullptr);
