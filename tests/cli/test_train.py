@@ -2,6 +2,7 @@
 an interrupted and resumed run ends bit-identical to an uninterrupted one; bad inputs."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mdxtest import ToolTest, run, tool  # noqa: E402
+from mdxtest import FMNIST, ToolTest, run, tool  # noqa: E402
 
 # A model small enough for 2 CPU cores: 64 wide, 2 + 1 blocks, 7x7 tokens of 4x4 pixels.
 SMALL = ["--dim", "64", "--depth", "2", "--decoder-depth", "1", "--heads", "4", "--batch", "32", "--threads", "1"]
@@ -113,6 +114,41 @@ class Train(ToolTest):
         self.assertEqual(steps, list(range(1, 41)))
         return out
 
+    def test_a_signal_while_the_table_loads_suspends(self):
+        """SIGTERM as soon as the handlers are in place, while a large table loads: exit 75 (what a
+        requeue tests for), never 143; a fresh run writes nothing, a resumed one keeps its checkpoint."""
+        big = self.path("big.h5")
+        self.ok("mdx-tokenize", "-q", f"{FMNIST}/train-images-idx3-ubyte.gz", "-o", big)
+
+        def interrupted(out, *extra):
+            p = subprocess.Popen([tool("mdx-train"), *[big] * 4, "-o", out, *SMALL, "--steps", 5, *extra],
+                                 stderr=subprocess.PIPE, text=True)
+            deadline = time.time() + 60
+            while time.time() < deadline:  # SIGTERM caught: the tool's handlers are installed
+                with open(f"/proc/{p.pid}/status") as f:
+                    caught = int(next(l for l in f if l.startswith("SigCgt:")).split()[1], 16)
+                if caught & (1 << (signal.SIGTERM - 1)):
+                    break
+                time.sleep(0.001)
+            p.send_signal(signal.SIGTERM)
+            _, err = p.communicate(timeout=120)
+            self.assertEqual(p.returncode, 75, err)
+            return err
+
+        out = self.path("fresh.h5")
+        err = interrupted(out)
+        if "while loading" in err:
+            self.assertFalse(os.path.exists(out), err)
+        ckpt = self.path("r.h5")
+        self.train(ckpt, "--steps", 2)
+        with h5py.File(ckpt, "r") as f:
+            weights = f["model/patch_embed.weight"][()]
+        err = interrupted(ckpt, "--resume")
+        if "while loading" in err:
+            with h5py.File(ckpt, "r") as f:
+                self.assertEqual(f.attrs["step"], 2)
+                np.testing.assert_array_equal(f["model/patch_embed.weight"][()], weights)
+
     def test_init_for_class_conditional_fine_tune(self):
         base = self.path("base.ckpt.h5")
         self.train(base, "--steps", 5)
@@ -149,6 +185,21 @@ class Train(ToolTest):
         # Same losses (whole-batch values) in both logs.
         la, lb = metrics(self.path("one.ckpt.metrics.jsonl")), metrics(self.path("two.ckpt.metrics.jsonl"))
         np.testing.assert_allclose([r["loss"] for r in la], [r["loss"] for r in lb], rtol=1e-4)
+
+    def test_ranks_with_other_options_all_fail(self):
+        """Mismatched ranks fail together with one line, before exchanging a tensor (not gloo's abort)."""
+        for name, extra in (("decoder width", ["--steps", 6, "--decoder-dim", 32]), ("steps", ["--steps", 7])):
+            with self.subTest(differs=name):
+                out = self.path(f"mismatch-{name}.h5")
+                port = free_port()
+                ranks = [self.launch(out, 1, port, *extra), self.launch(out, 0, port, "--steps", 6)]
+                for p in ranks:
+                    _, err = p.communicate(timeout=300)
+                    self.assertEqual(p.returncode, 1, err)
+                    lines = [l for l in err.splitlines() if l.startswith("mdx-train: error")]
+                    self.assertEqual(len(lines), 1, err)
+                    self.assertIn("other options or tables than rank 0", lines[0])
+                self.assertFalse(os.path.exists(out))
 
     def test_a_dead_rank_stops_the_others(self):
         out = self.path("dead.ckpt.h5")
@@ -190,7 +241,24 @@ class Train(ToolTest):
         self.fails("mdx-train", self.pca, "-o", out, "--steps", 1, contains=("images",))
         self.fails("mdx-train", self.table, "-o", out, "--patch", 5, "--steps", 1, contains=("patch size 5",))
         self.fails("mdx-train", self.table, "-o", out, "--init", self.pca, "--steps", 1, contains=("not an mdx checkpoint",))
+        for option in ("--lr", "--clip", "--weight-decay", "--blr"):
+            self.fails("mdx-train", self.table, "-o", out, option, "nan", "--steps", 1, code=2, contains=(option,))
         self.assertNoOutput(out)
+
+    def test_a_malformed_checkpoint_configuration(self):
+        """A checkpoint whose configuration is corrupt or hostile is one clear line, before any model
+        of its choosing is built (a depth of 1e8 would allocate without bound)."""
+        ckpt = self.path("c.h5")
+        self.train(ckpt, "--steps", 1)
+        for key, value, says in (("dim", "abc", "'dim' is 'abc'"), ("depth", "100000000", "'depth' is '100000000'"),
+                                 ("num_classes", "1000000000000", "'num_classes'")):
+            with self.subTest(key=key):
+                bad = self.path(f"bad-{key}.h5")
+                shutil.copy(ckpt, bad)
+                with h5py.File(bad, "r+") as f:
+                    f["config"].attrs[key] = value
+                self.fails("mdx-embed", bad, self.table, "-o", self.path("e.h5"), contains=(says,))
+                self.assertNoOutput(self.path("e.h5"))
 
 
 if __name__ == "__main__":

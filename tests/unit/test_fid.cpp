@@ -9,6 +9,7 @@
 #include <string>
 
 #include "mdx/eval/fid.h"
+#include "mdx/util/sha256.h"
 #include "mdx/io/hdf5.h"
 #include "mdx/util/error.h"
 

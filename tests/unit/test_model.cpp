@@ -8,7 +8,6 @@
 #include "mdx/corrupt/objective.h"
 #include "mdx/model/autoencoder.h"
 #include "mdx/train/checkpoint.h"
-#include "mdx/train/loss.h"
 #include "mdx/train/optim.h"
 #include "mdx/util/error.h"
 #include "mdx/util/torch_compat.h"
@@ -71,8 +70,8 @@ TEST_CASE("the encoder sees only the kept tokens; rows of different counts go th
   MaskedDiffusionAutoencoder m(small_config());
   auto gen = compat::cpu_generator(3);
   auto x0 = torch::rand({6, 16, 4}) * 2 - 1;
-  Corruptor umd(ObjectiveConfig::defaults(ObjectiveKind::Umd));
-  Corrupted c = umd.sample(x0, 0, 10, gen);
+  auto umd = objective_from_config({{"objective", "umd"}});
+  Corrupted c = umd->sample(x0, 0, 10, gen);
   // 3 representation rows keep int(16 * 0.25) = 4 tokens; 3 noisy rows keep int(16 * 0.625) = 10.
   auto kept = (~c.dropped).sum(1);
   CHECK(kept.slice(0, 0, 3).eq(4).all().item<bool>());
@@ -118,17 +117,16 @@ TEST_CASE("losses: hand-computed cases") {
   ModelOutput out;
   out.x0 = torch::ones({B, L, D});  // x0-MSE = 1 on every token
   out.eps = torch::full({B, L, D}, 2.0);  // eps-MSE = 4 on every token
-  NoiseSchedule sched(ScheduleKind::Cosine);
-  auto umd = ObjectiveConfig::defaults(ObjectiveKind::Umd);
-  Loss l = objective_loss(umd, c, x0, out, sched, nullptr, {});
+  auto umd = objective_from_config({{"objective", "umd"}});
+  Loss l = umd->loss(c, x0, out, {});
   // (1 - 0.5) * 1/2 * (4 + 1) + 0.5 * 1 = 1.75
   CHECK(l.total.item<float>() == doctest::Approx(1.75));
   // MAE: x0-MSE on the masked tokens only: make unmasked tokens wrong, masked right.
   out.x0 = torch::where(c.masked.unsqueeze(-1), torch::full({B, L, D}, 0.5), torch::full({B, L, D}, 9.0));
-  Loss m = objective_loss(ObjectiveConfig::defaults(ObjectiveKind::Mae), c, x0, out, sched, nullptr, {});
+  Loss m = objective_from_config({{"objective", "mae"}})->loss(c, x0, out, {});
   CHECK(m.total.item<float>() == doctest::Approx(0.25));
   // DiT: eps-MSE over all tokens.
-  Loss d = objective_loss(ObjectiveConfig::defaults(ObjectiveKind::Dit), c, x0, out, sched, nullptr, {});
+  Loss d = objective_from_config({{"objective", "dit"}})->loss(c, x0, out, {});
   CHECK(d.total.item<float>() == doctest::Approx(4.0));
   // MAE's normalized-pixel target: (x - mean) / sqrt(var + 1e-6), var unbiased.
   auto x = torch::tensor({1.0f, 3.0f}).view({1, 1, 2});
@@ -136,7 +134,7 @@ TEST_CASE("losses: hand-computed cases") {
   one.masked = torch::ones({1, 1}, torch::kBool);
   ModelOutput pred;
   pred.x0 = torch::tensor({-1.0f, 1.0f}).view({1, 1, 2}) / std::sqrt(2.0f + 1e-6f);
-  Loss n = objective_loss(ObjectiveConfig::defaults(ObjectiveKind::Mae), one, x, pred, sched, nullptr, {true});
+  Loss n = objective_from_config({{"objective", "mae"}, {"norm_pix", "1"}})->loss(one, x, pred, {});
   CHECK(n.total.item<float>() == doctest::Approx(0.0).epsilon(1e-5));
 }
 

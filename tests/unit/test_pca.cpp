@@ -33,9 +33,9 @@ TEST_CASE("PCA of points along (1,1) and (1,-1): eigenvalues 4 and 1, sorted, si
   CHECK(t.explained_ratio(1) == doctest::Approx(0.8));
   // encode/decode: a point on the first axis has latent (its coordinate) and decodes back.
   auto x = torch::tensor({0.5 + 2 * r, 0.5 + 2 * r}, torch::kFloat).view({1, 2});
-  auto z = t.encode(x);
+  auto z = t.to_latent(x);
   CHECK(z[0][0].item<float>() == doctest::Approx(2.0f));
-  CHECK((t.decode(z) - x).abs().max().item<float>() < 1e-6);
+  CHECK((t.from_latent(z) - x).abs().max().item<float>() < 1e-6);
 }
 
 TEST_CASE("PCA needs two patches") {

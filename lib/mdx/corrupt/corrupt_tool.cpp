@@ -1,18 +1,19 @@
 #include "mdx/corrupt/corrupt_tool.h"
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <cmath>
 
 #include "mdx/corrupt/objective.h"
-#include "mdx/corrupt/render.h"
+#include "mdx/io/grid.h"
 #include "mdx/io/decode.h"
 #include "mdx/io/hdf5.h"
 #include "mdx/io/image_table.h"
 #include "mdx/io/png.h"
 #include "mdx/tokenize/patches.h"
-#include "mdx/tokenize/pca.h"
+#include "mdx/tokenize/tokenizer.h"
 #include "mdx/util/error.h"
 #include "mdx/util/log.h"
 #include "mdx/util/output.h"
@@ -23,7 +24,7 @@ namespace mdx {
 void CorruptOptions::add_to(CLI::App& app) {
   app.add_option("inputs", inputs, "image table(s) (HDF5) or image files")->required();
   app.add_option("-o,--output", output, "grid.png, or corrupted.h5 (images, masks, timesteps)")->required();
-  corruption.add_to(app);
+  objective.add_to(app, false);
   app.add_option("--t", t, "timesteps to show, comma-separated (default 0,T/4,T/2,3T/4,T-1)")
       ->delimiter(',')
       ->allow_extra_args(false);
@@ -43,9 +44,9 @@ void CorruptOptions::add_to(CLI::App& app) {
 }
 
 void CorruptOptions::validate() const {
-  const ObjectiveConfig cfg = corruption.resolve();
+  const int64_t steps = objective.settings().steps;
   for (auto v : t)
-    if (v < 0 || v >= cfg.steps) throw UsageError(fmt::format("--t {} is outside [0, {}]", v, cfg.steps - 1));
+    if (v < 0 || v >= steps) throw UsageError(fmt::format("--t {} is outside [0, {}]", v, steps - 1));
   for (auto r : mask_ratio)
     if (!(r >= 0 && r <= 1)) throw UsageError(fmt::format("--mask-ratio {} is outside [0, 1]", r));
   for (auto p : progress)
@@ -70,10 +71,11 @@ struct Column {
 
 // The columns an objective shows: the ratio columns of masked objectives, the t columns of
 // noising ones (UMD has both: its representation step, then its noisy steps).
-std::vector<Column> columns_for(const CorruptOptions& opt, const ObjectiveConfig& cfg, at::Generator& gen) {
+std::vector<Column> columns_for(const CorruptOptions& opt, const Objective& objective, at::Generator& gen) {
+  const ObjectiveSettings& cfg = objective.settings();
   std::vector<Column> cols;
   if (!opt.no_original) cols.push_back({-1, 0.0, "x0"});
-  if (cfg.masks()) {
+  if (objective.masks()) {
     switch (cfg.mask_policy) {
       case MaskPolicy::Fixed:
         for (double r : opt.mask_ratio.empty() ? std::vector<double>{cfg.mask_ratio} : opt.mask_ratio)
@@ -95,8 +97,8 @@ std::vector<Column> columns_for(const CorruptOptions& opt, const ObjectiveConfig
       }
     }
   }
-  if (cfg.noises()) {
-    double r = cfg.kind == ObjectiveKind::Umd ? cfg.noisy_mask_ratio : 0.0;
+  if (objective.noises()) {
+    const double r = objective.noisy_mask_ratio();
     const int64_t T = cfg.steps;
     for (int64_t t : opt.t.empty() ? std::vector<int64_t>{0, T / 4, T / 2, 3 * T / 4, T - 1} : opt.t) {
       cols.push_back({t, r, r > 0 ? fmt::format("t={} mask {:.3f}", t, r) : fmt::format("t={}", t)});
@@ -147,37 +149,32 @@ at::Tensor load_rows(const CorruptOptions& opt, Provenance& prov, std::vector<in
 
 void corrupt(const CorruptOptions& opt, Provenance& prov) {
   opt.validate();
-  AtomicOutput out(opt.output, opt.inputs);
-  const ObjectiveConfig cfg = opt.corruption.resolve();
-  const std::string& tokenizer = opt.corruption.tokenizer;
-
-  std::shared_ptr<const PcaTokenizer> pca;
-  int64_t patch = opt.patch;
-  if (!tokenizer.empty()) {
-    pca = std::make_shared<const PcaTokenizer>(PcaTokenizer::load(tokenizer));
-    patch = pca->patch;
-  }
-  if (cfg.kind != ObjectiveKind::Ldae) pca = nullptr;  // only l-DAE noises in the latent
-  Corruptor corruptor(cfg, pca);
+  std::vector<std::string> inputs = opt.inputs;
+  const std::string& tokenizer = opt.objective.tokenizer;
+  FilePlan().read(opt.inputs).read(tokenizer, "--tokenizer").write(opt.output).check();
+  if (!tokenizer.empty()) inputs.push_back(tokenizer);
+  AtomicOutput out(opt.output, inputs);
+  std::unique_ptr<Objective> objective = opt.objective.make();
+  objective->bind(tokenizer.empty() ? nullptr : load_tokenizer_file(tokenizer), opt.patch);
+  const Tokenizer& tok = *objective->tokenizer();
   at::Generator gen = compat::cpu_generator(prov.seed);
 
   std::vector<int64_t> index, labels;
   at::Tensor images = load_rows(opt, prov, index, labels);
   if (!tokenizer.empty()) prov.add_input(tokenizer);
   const int64_t R = images.size(0), H = images.size(1), W = images.size(2), C = images.size(3);
-  check_patch(patch, H, W);
-  if (pca && pca->channels != C)
-    throw Error(fmt::format("tokenizer '{}' is for {} channels, the images have {}", tokenizer, pca->channels, C));
-  const int64_t L = (H / patch) * (W / patch);
-  at::Tensor x0 = patchify(to_unit_range(images), patch);
+  const TokenGeometry geometry = tok.geometry(H, W, C);
+  if (auto latent = objective->latent()) latent->geometry(H, W, C);
+  const int64_t L = geometry.tokens(), patch = geometry.cell_h();
+  at::Tensor x0 = tok.encode(images);
 
-  std::vector<Column> cols = columns_for(opt, cfg, gen);
+  std::vector<Column> cols = columns_for(opt, *objective, gen);
   const auto K = static_cast<int64_t>(cols.size());
   if (K == 0) throw UsageError("nothing to show: no columns");
   std::vector<at::Tensor> corrupted, masked, dropped;
   for (const auto& c : cols) {
-    Corrupted k = corruptor.apply(x0, c.t, c.ratio, gen);
-    corrupted.push_back(unpatchify(k.xt, patch, H, W, C));
+    Corrupted k = objective->apply(x0, c.t, c.ratio, gen);
+    corrupted.push_back(tok.decode(k.xt, geometry));
     masked.push_back(k.masked);
     dropped.push_back(k.dropped);
   }
@@ -189,17 +186,18 @@ void corrupt(const CorruptOptions& opt, Provenance& prov) {
   std::string col_text;
   for (const auto& c : cols) col_text += (col_text.empty() ? "" : "; ") + c.label;
   // MAE adds no noise: its files say so rather than name an unused schedule.
-  const std::string schedule = cfg.noises() ? schedule_name(cfg.schedule) : "none";
-  log("{} rows x {} columns ({}), objective {}, schedule {}, patch {}", R, K, col_text, objective_name(cfg.kind),
-      schedule, patch);
+  const std::string schedule = objective->noises() ? schedule_name(objective->settings().schedule) : "none";
+  const std::string policy = mask_policy_name(objective->settings().mask_policy);
+  log("{} rows x {} columns ({}), objective {}, schedule {}, {}", R, K, col_text, objective->name(), schedule,
+      tok.describe());
 
   if (lowercase_extension(opt.output) == ".png") {
     Grid grid = render_grid(u8, mk, dr, patch, opt.zoom);
     auto text = prov.fields();
     text.insert(text.begin(), {"Software", std::string("mdx-corrupt ") + version()});
-    text.push_back({"mdx_objective", objective_name(cfg.kind)});
+    text.push_back({"mdx_objective", objective->name()});
     text.push_back({"mdx_schedule", schedule});
-    text.push_back({"mdx_mask_policy", mask_policy_name(cfg.mask_policy)});
+    text.push_back({"mdx_mask_policy", policy});
     text.push_back({"mdx_patch", std::to_string(patch)});
     text.push_back({"mdx_columns", col_text});
     text.push_back({"mdx_rows", fmt::format("{}", fmt::join(index, ","))});
@@ -231,9 +229,9 @@ void corrupt(const CorruptOptions& opt, Provenance& prov) {
     h5::write(f, "mask_ratio", H5T_NATIVE_DOUBLE, {k}, ratios.data());
     h5::write_strings(f, "columns", names);
     h5::write(f, "index", H5T_NATIVE_INT64, {r}, index.data());
-    h5::write_attr(f, "objective", objective_name(cfg.kind));
+    h5::write_attr(f, "objective", objective->name());
     h5::write_attr(f, "schedule", schedule);
-    h5::write_attr(f, "mask_policy", mask_policy_name(cfg.mask_policy));
+    h5::write_attr(f, "mask_policy", policy);
     h5::write_attr(f, "patch", patch);
     h5::write_provenance(f, prov);
     h5::close_output(f, opt.output);

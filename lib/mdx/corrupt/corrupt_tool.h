@@ -2,25 +2,27 @@
 // ratios to a few images, and render a PNG grid (rows: images, columns: corruptions) or write the
 // corrupted images, masks and timesteps to HDF5.
 #pragma once
-#include <CLI/CLI.hpp>
-
 #include <string>
 #include <vector>
 
-#include "mdx/corrupt/objective_options.h"
+#include "mdx/corrupt/objective.h"
 #include "mdx/util/provenance.h"
+
+namespace CLI {
+class App;
+}
 
 namespace mdx {
 
 struct CorruptOptions {
   std::vector<std::string> inputs;
   std::string output;                // .png: a grid; .h5/.hdf5: the corrupted data
-  CorruptionOptions corruption;      // objective, schedule, T, mask policy, tokenizer
+  ObjectiveOptions objective;        // objective, schedule, T, mask policy, tokenizer, its own
   std::vector<int64_t> t;            // noise columns (empty: 0,250,500,750,999)
   std::vector<double> mask_ratio;    // mask columns under the fixed policy (empty: 0.75)
   int64_t draws = 5;                 // mask columns under the mage policy
   std::vector<double> progress;      // mask columns under the LMD policies, as fractions of training
-  int64_t patch = 4;
+  int64_t patch = 4;                 // pixel patches, when no --tokenizer is given
   int64_t count = 8;                 // rows
   int64_t first = 0;                 // first image of the table
   int64_t zoom = 0;                  // pixel repetition in the PNG (0: cells of at least 64 px)

@@ -3,7 +3,8 @@
 //   MAE (He et al. 2021): per sample, argsort of uniform noise; keep int(L (1 - ratio)) tokens.
 //   UMD (Hansen-Estruch et al. 2024): the batch is split; a share r (0.5) takes the representation
 //       step (75 % masked, no noise), the rest the noisy step (37.5 % masked).
-//   MAGE (Li et al. 2022): one ratio per batch from a normal (mu 0.55, sigma 0.25) truncated to
+//   MAGE (Li et al. 2022), the mask-ratio policy only (--mask-policy mage, over any masked
+//       objective; not the MAGE objective on VQ codes): one ratio per batch from a normal (mu 0.55, sigma 0.25) truncated to
 //       [0.5, 1.0]; ceil(L ratio) tokens masked, of which ceil(L 0.5) are dropped from the encoder
 //       (the rest reach it as the mask token).
 //   LMD (Ma et al. 2023): the ratio grows over the N training steps, easy to hard:

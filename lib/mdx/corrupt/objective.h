@@ -1,47 +1,37 @@
-// The four objectives as corruption policies over shared pieces (noise schedule, mask sampler,
-// PCA latent): what the model sees. mdx-corrupt renders exactly what mdx-train trains on.
+// Objectives as policies over shared pieces (noise schedule, mask sampler, the tokenizer's token
+// space): what the model sees, what it is scored on, and what generates from its models.
+// mdx-corrupt renders exactly what mdx-train trains on. One file per objective under
+// lib/mdx/corrupt/objectives/ (umd, mae, ldae, dit) holds its options, corruption, loss terms,
+// traits and configuration; objectives/registry.cpp maps names to them.
 //
-//   umd   UMD: a share r of the batch takes the representation step (clean x_0, time index 0,
-//         75 % masked); the rest the noisy step (t ~ U{0..T-1}, x_t, time index t+1, 37.5 % masked)
-//   mae   MAE: clean input, 75 % masked (or a MAGE / LMD ratio), time index 0
-//   ldae  l-DAE: noise added in the d-dim PCA latent of each patch and projected back,
-//         Vd^T (gamma Vd (x - mu) + sigma eps) + mu; no mask
-//   dit   DiT: every token noised, x_t; no mask
+// Adding an objective: a class deriving from Objective (and, when it has options of its own, from
+// ObjectiveParams) in objectives/<name>.cpp, exposing an ObjectiveEntry, and one line in
+// objective_registry().
 #pragma once
 #include <torch/types.h>
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "mdx/corrupt/mask.h"
 #include "mdx/corrupt/schedule.h"
 
+namespace CLI {
+class App;
+}
+
 namespace mdx {
 
-struct PcaTokenizer;
-
-enum class ObjectiveKind { Umd, Mae, Ldae, Dit };
-ObjectiveKind parse_objective(const std::string& name);  // throws UsageError
-std::string objective_name(ObjectiveKind kind);
-
-struct ObjectiveConfig {
-  ObjectiveKind kind = ObjectiveKind::Umd;
-  ScheduleKind schedule = ScheduleKind::Cosine;
-  int64_t steps = 1000;                  // T
-  MaskPolicy mask_policy = MaskPolicy::Fixed;
-  double mask_ratio = 0.75;              // MAE; UMD's representation step
-  double noisy_mask_ratio = 0.375;       // UMD's noisy step
-  double representation_share = 0.5;     // UMD's r
-
-  // The papers' defaults: umd cosine (pixel UMD), dit linear, ldae ldae-gamma; mae needs none.
-  static ObjectiveConfig defaults(ObjectiveKind kind);
-  bool masks() const { return kind == ObjectiveKind::Umd || kind == ObjectiveKind::Mae; }
-  bool noises() const { return kind != ObjectiveKind::Mae; }
-};
+class Tokenizer;
+struct ModelOutput;
 
 struct Corrupted {
   at::Tensor xt;              // [B, L, D] the corrupted tokens (masked ones still hold their values)
-  at::Tensor eps;             // the noise: [B, L, D], or [B, L, d] in the PCA latent (l-DAE)
+  at::Tensor eps;             // the noise: [B, L, D], or [B, L, d] in a latent (l-DAE's PCA)
   at::Tensor t;               // int64 [B], -1 where no noise was added
   at::Tensor time_index;      // int64 [B], the model's conditioning: 0 = no noise, else t + 1
   at::Tensor masked;          // bool [B, L]
@@ -50,27 +40,145 @@ struct Corrupted {
   at::Tensor mask_ratio;      // float64 [B], the ratio each row was masked with
 };
 
-class Corruptor {
+struct Loss {
+  at::Tensor total;                                        // scalar, for backward
+  std::vector<std::pair<std::string, at::Tensor>> terms;   // named parts, for the log
+};
+
+// The rows of the global batch this process holds; end = -1: all of them.
+struct RowRange {
+  int64_t begin = 0, end = -1;
+};
+
+// The choices every objective shares.
+struct ObjectiveSettings {
+  ScheduleKind schedule = ScheduleKind::Cosine;
+  int64_t steps = 1000;                  // T
+  MaskPolicy mask_policy = MaskPolicy::Fixed;
+  double mask_ratio = 0.75;              // masked objectives, under the fixed policy
+};
+
+// An objective's own options (UMD's r, MAE's normalized-pixel target). Every objective's are
+// registered on a tool's command line (the --objective choice is parsed with them); the chosen
+// one's are validated, used, and kept in the checkpoint's configuration.
+class ObjectiveParams {
  public:
-  // `pca` is required for ldae and must match the token size.
-  explicit Corruptor(ObjectiveConfig config, std::shared_ptr<const PcaTokenizer> pca = nullptr);
-  const ObjectiveConfig& config() const { return config_; }
-  const NoiseSchedule& schedule() const { return schedule_; }
+  virtual ~ObjectiveParams() = default;
+  // `training`: mdx-train's options too (mdx-corrupt registers only those that shape a corruption).
+  virtual void add_to(CLI::App&, bool /*training*/) {}
+  virtual void validate() const {}
+  virtual void save(std::map<std::string, std::string>&) const {}
+  virtual void load(const std::map<std::string, std::string>&) {}  // absent keys keep the defaults
+};
+
+class Objective {
+ public:
+  explicit Objective(const ObjectiveSettings& settings);
+  virtual ~Objective();
+
+  virtual std::string name() const = 0;
+  // Traits.
+  virtual bool masks() const = 0;   // hides tokens from the encoder
+  virtual bool noises() const = 0;  // adds diffusion noise
+  // The family of samplers that generate from its models ("diffusion"), "" when none does.
+  virtual std::string generator() const { return ""; }
+  // The mask ratio of its noisy rows (UMD's 37.5 %), shown by mdx-corrupt beside each timestep.
+  virtual double noisy_mask_ratio() const { return 0.0; }
+
+  // The token spaces. bind() takes the tokenizer the user gave (null: pixel patches of `patch`)
+  // and validates it; restore() sets the spaces a checkpoint recorded, without checks.
+  virtual void bind(std::shared_ptr<const Tokenizer> given, int64_t patch);
+  virtual void restore(std::shared_ptr<const Tokenizer> tokenizer, std::shared_ptr<const Tokenizer> latent);
+  // What the model's tokens are.
+  const std::shared_ptr<const Tokenizer>& tokenizer() const { return tokenizer_; }
+  // Where the noise lives when not in the tokens (l-DAE's PCA latent); null otherwise, or when
+  // a checkpoint did not record it (noising then fails, saying what is missing).
+  virtual std::shared_ptr<const Tokenizer> latent() const { return nullptr; }
+  virtual bool noises_in_latent() const { return false; }
 
   // The training draw for clean tokens x0 [B, L, D] at step `step` of `total` (LMD schedulers).
-  Corrupted sample(const at::Tensor& x0, int64_t step, int64_t total, at::Generator& gen) const;
+  virtual Corrupted sample(const at::Tensor& x0, int64_t step, int64_t total, at::Generator& gen) const = 0;
   // A chosen corruption, for inspection: noise at t (-1: none), `ratio` of the tokens masked
-  // (0: none) with this objective's sampler (MAGE's masked/dropped split under --mask-policy mage).
+  // (0: none) with this objective's mask sampler (MAGE's masked/dropped split under --mask-policy mage).
   Corrupted apply(const at::Tensor& x0, int64_t t, double ratio, at::Generator& gen) const;
 
-  // x_t for rows with t >= 0 (the others unchanged), eps drawn from `gen`.
-  void add_noise(const at::Tensor& x0, const at::Tensor& t, at::Generator& gen, Corrupted& out) const;
+  // The loss of the model's output on rows `rows` of `batch` (the whole batch's corruption); x0 and
+  // out hold those rows. MSE terms are means over a token's D values, averaged over the selected
+  // tokens of the whole batch: with data parallelism each process divides by the global counts,
+  // so the processes' losses (and gradients) sum to those of the whole batch.
+  virtual Loss loss(const Corrupted& batch, const at::Tensor& x0, const ModelOutput& out, RowRange rows) const = 0;
+  // The clean tokens the model's output implies (the preview's prediction column).
+  virtual at::Tensor predicted_x0(const Corrupted& batch, const ModelOutput& out) const;
 
- private:
+  // Its configuration, for the checkpoint: objective, schedule, T, mask policy and ratio, and its
+  // own options; objective_from_config() reads it back.
+  std::map<std::string, std::string> config() const;
+  const ObjectiveSettings& settings() const { return settings_; }
+  const NoiseSchedule& schedule() const { return schedule_; }
+  const ObjectiveParams* params() const { return params_.get(); }
+
+ protected:
+  // x_t for rows with t >= 0 (the others unchanged), eps drawn from `gen`; in latent() when set.
+  void add_noise(const at::Tensor& x0, const at::Tensor& t, at::Generator& gen, Corrupted& out) const;
   MaskDraw draw_mask(int64_t rows, int64_t tokens, double ratio, at::Generator& gen) const;
-  ObjectiveConfig config_;
+  // Tokens [B, L, D] to latent() and back (objectives with a latent override both).
+  virtual at::Tensor latent_encode(const at::Tensor& tokens) const;
+  virtual at::Tensor latent_decode(const at::Tensor& latents) const;
+  // A Corrupted with nothing masked and no noise for B rows of L tokens.
+  static Corrupted clean(int64_t B, int64_t L);
+  // Every row noised at its own t ~ U{0..T-1}, nothing masked (DiT, l-DAE).
+  Corrupted noise_every_row(const at::Tensor& x0, at::Generator& gen) const;
+
+  ObjectiveSettings settings_;
   NoiseSchedule schedule_;
-  std::shared_ptr<const PcaTokenizer> pca_;
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  std::unique_ptr<ObjectiveParams> params_;  // set by the registry
+  friend std::unique_ptr<Objective> make_objective(const std::string&, const ObjectiveSettings&,
+                                                   std::unique_ptr<ObjectiveParams>);
+};
+
+// Shared loss pieces: the mean over the last axis of (pred - target)^2 in float32, and the sum of
+// `values` over the local rows of `select_all` (the whole batch's selection [B, L]) divided by the
+// whole batch's count.
+at::Tensor token_mse(const at::Tensor& pred, const at::Tensor& target);
+at::Tensor batch_mean(const at::Tensor& values, const at::Tensor& select_all, const RowRange& rows);
+
+// --- The registry (objectives/registry.cpp) ------------------------------------------------------
+
+struct ObjectiveEntry {
+  std::string name;
+  std::string summary;                                       // one line for --help and errors
+  ScheduleKind schedule;                                     // its default noise schedule
+  std::function<std::unique_ptr<ObjectiveParams>()> params;  // its own options, at their defaults
+  std::function<std::unique_ptr<Objective>(const ObjectiveSettings&, const ObjectiveParams&)> make;
+};
+
+const std::vector<ObjectiveEntry>& objective_registry();
+const ObjectiveEntry& find_objective(const std::string& name);  // throws UsageError listing the names
+std::string objective_names(const char* separator = " | ");     // "umd | mae | ldae | dit"
+// `name` with these settings and options (null: its defaults), unbound.
+std::unique_ptr<Objective> make_objective(const std::string& name, const ObjectiveSettings& settings,
+                                          std::unique_ptr<ObjectiveParams> params = nullptr);
+// The objective a checkpoint's configuration describes (absent keys: the defaults; no
+// `objective`: umd), unbound.
+std::unique_ptr<Objective> objective_from_config(const std::map<std::string, std::string>& config);
+
+// The options that choose an objective and shape its corruption, shared by mdx-corrupt and
+// mdx-train: --objective, --schedule, --timesteps, --mask-policy, --tokenizer and every
+// objective's own.
+struct ObjectiveOptions {
+  std::string objective = "umd";
+  std::string schedule;              // empty: the objective's default
+  int64_t timesteps = 1000;          // T
+  std::string mask_policy = "fixed";
+  double mask_ratio = 0.75;          // mdx-train's --mask-ratio (mdx-corrupt has its own list)
+  std::string tokenizer;             // a tokenizer file (PCA for ldae)
+  std::vector<std::pair<std::string, std::unique_ptr<ObjectiveParams>>> params;  // one per objective
+
+  ObjectiveOptions();
+  void add_to(CLI::App& app, bool training);
+  ObjectiveSettings settings() const;         // validated; throws UsageError
+  std::unique_ptr<Objective> make() const;    // the chosen objective, validated, unbound
 };
 
 }  // namespace mdx

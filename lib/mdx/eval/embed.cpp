@@ -1,5 +1,6 @@
 #include "mdx/eval/embed.h"
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -24,7 +25,8 @@ void EmbedOptions::add_to(CLI::App& app) {
   app.add_option("--t", t, "embed inputs noised at timestep t by the checkpoint's objective (-1: clean, time index 0)")
       ->capture_default_str();
   app.add_flag("--raw-weights", raw_weights, "use the raw weights instead of the EMA weights");
-  app.add_option("--tokenizer", tokenizer, "l-DAE with --t: the PCA tokenizer (default: the checkpoint's)");
+  app.add_option("--tokenizer", tokenizer,
+                 "l-DAE with --t: the PCA latent to noise in (default: the one the checkpoint carries)");
   app.add_option("--batch", batch, "images per forward pass")->capture_default_str();
   app.add_option("--shard", shard, "I/N: embed only part I (0-based) of N contiguous parts of the table")
       ->capture_default_str();
@@ -40,17 +42,21 @@ void EmbedOptions::validate() const {
 void embed(const EmbedOptions& opt, Provenance& prov) {
   opt.validate();
   const Shard shard = parse_shard(opt.shard);
+  FilePlan().read(opt.tables).read(opt.checkpoint, "the checkpoint").read(opt.tokenizer, "--tokenizer")
+      .write(opt.output).check();
   std::vector<std::string> inputs = opt.tables;
   inputs.push_back(opt.checkpoint);
+  if (!opt.tokenizer.empty()) inputs.push_back(opt.tokenizer);
   AtomicOutput out(opt.output, inputs);
   ImageTable table(opt.tables);
-  TrainedModel m = load_trained_model(opt.checkpoint, !opt.raw_weights, at::Device(prov.device));
+  TrainedModel m = load_trained_model(opt.checkpoint, !opt.raw_weights, at::Device(prov.device), opt.tokenizer);
   const ModelConfig& c = m.config;
   if (table.height() != c.height || table.width() != c.width || table.channels() != c.channels)
     throw Error(fmt::format("'{}' holds {}x{}x{} images; the model of '{}' was trained on {}x{}x{}", opt.tables[0],
                             table.height(), table.width(), table.channels(), opt.checkpoint, c.height, c.width,
                             c.channels));
-  FeatureEncoder encoder(m, parse_pool(opt.pool), opt.t, prov.seed, opt.tokenizer);
+  FeatureEncoder encoder(m, parse_pool(opt.pool), opt.t, prov.seed);
+  if (!opt.tokenizer.empty()) prov.add_input(opt.tokenizer);
   prov.add_input(opt.checkpoint, m.history);
   for (const auto& path : opt.tables) prov.add_input(path);
   prov.merge_history(table.history());
@@ -59,7 +65,7 @@ void embed(const EmbedOptions& opt, Provenance& prov) {
   const int64_t n = end - begin, F = encoder.dim();
   log("{} images{} through the {} encoder of '{}' (step {}, {} weights), {} pooling, {} -> {} features",
       n, shard.count > 1 ? fmt::format(" (part {} of {})", shard.index, shard.count) : std::string(),
-      m.setting("objective", "?"), opt.checkpoint, m.step, m.ema ? "EMA" : "raw", opt.pool,
+      m.objective->name(), opt.checkpoint, m.step, m.ema ? "EMA" : "raw", opt.pool,
       opt.t < 0 ? std::string("clean input") : fmt::format("noised at t = {}", opt.t), F);
 
   h5::Handle f = h5::create_file(out.temp_path());
@@ -88,7 +94,7 @@ void embed(const EmbedOptions& opt, Provenance& prov) {
   if (!table.label_names().empty()) h5::write_strings(f, "label_names", table.label_names());
   h5::write_attr(f, "checkpoint", opt.checkpoint);
   h5::write_attr(f, "checkpoint_step", m.step);
-  h5::write_attr(f, "objective", m.setting("objective", "?"));
+  h5::write_attr(f, "objective", m.objective->name());
   h5::write_attr(f, "pool", opt.pool);
   h5::write_attr(f, "t", opt.t);
   h5::write_attr(f, "weights", std::string(m.ema ? "ema" : "raw"));

@@ -1,12 +1,14 @@
 // mdx-embed as a library function: checkpoint + image table(s) -> HDF5 embeddings (SPEC "Files":
 // `embeddings` float32 [N,F], `labels` int64 [N] when the table has them, provenance).
 #pragma once
-#include <CLI/CLI.hpp>
-
 #include <string>
 #include <vector>
 
 #include "mdx/util/provenance.h"
+
+namespace CLI {
+class App;
+}
 
 namespace mdx {
 

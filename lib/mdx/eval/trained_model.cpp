@@ -3,8 +3,9 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include "mdx/tokenize/patches.h"
-#include "mdx/tokenize/pca.h"
+#include <fstream>
+
+#include "mdx/tokenize/tokenizer.h"
 #include "mdx/train/checkpoint.h"
 #include "mdx/util/error.h"
 #include "mdx/util/torch_compat.h"
@@ -16,7 +17,8 @@ std::string TrainedModel::setting(const std::string& key, const std::string& fal
   return it == settings.end() ? fallback : it->second;
 }
 
-TrainedModel load_trained_model(const std::string& path, bool ema, const at::Device& device) {
+TrainedModel load_trained_model(const std::string& path, bool ema, const at::Device& device,
+                                const std::string& latent_file) {
   CheckpointState s = load_checkpoint(path, true);
   TrainedModel m;
   m.path = path;
@@ -24,10 +26,17 @@ TrainedModel load_trained_model(const std::string& path, bool ema, const at::Dev
   m.history = s.history;
   m.step = s.step;
   m.config = ModelConfig::from_map(s.config);
-  m.objective = ObjectiveConfig::defaults(parse_objective(m.setting("objective", "umd")));
-  const std::string schedule = m.setting("schedule", "none");
-  if (schedule != "none") m.objective.schedule = parse_schedule(schedule);
-  m.objective.steps = m.config.timesteps;
+  m.objective = objective_from_config(s.config);
+  std::shared_ptr<const Tokenizer> tokenizer = s.tokenizer, latent = s.latent;
+  if (!tokenizer) tokenizer = std::make_shared<PixelTokenizer>(m.config.patch);
+  const std::string recorded = m.setting("tokenizer");
+  if (!latent_file.empty()) latent = load_tokenizer_file(latent_file);
+  else if (!latent && !recorded.empty() && std::ifstream(recorded)) latent = load_tokenizer_file(recorded);
+  m.objective->restore(tokenizer, latent);
+  const TokenGeometry g = tokenizer->geometry(m.config.height, m.config.width, m.config.channels);
+  if (g.tokens() != m.config.tokens() || g.values != m.config.token_dim())
+    throw Error(fmt::format("'{}': its tokenizer gives {} tokens of {} values, its model takes {} of {}", path,
+                            g.tokens(), g.values, m.config.tokens(), m.config.token_dim()));
   m.ema = ema && !s.ema.empty();
   const auto& weights = m.ema ? s.ema : s.model;
   m.model = MaskedDiffusionAutoencoder(m.config);
@@ -53,21 +62,17 @@ std::string pool_name(Pool pool) {
   return "?";
 }
 
-FeatureEncoder::FeatureEncoder(TrainedModel& model, Pool pool, int64_t t, uint64_t seed, const std::string& tokenizer)
+FeatureEncoder::FeatureEncoder(TrainedModel& model, Pool pool, int64_t t, uint64_t seed)
     : m_(model), pool_(pool), t_(t), gen_(compat::cpu_generator(seed)) {
   if (t_ < 0) return;
-  if (!m_.objective.noises())
-    throw UsageError(fmt::format("--t {}: '{}' was trained under {} without noise", t_, m_.path,
-                                 objective_name(m_.objective.kind)));
-  if (t_ >= m_.objective.steps)
-    throw UsageError(fmt::format("--t must lie in [0, {}) for '{}'", m_.objective.steps, m_.path));
-  std::shared_ptr<const PcaTokenizer> pca;
-  if (m_.objective.kind == ObjectiveKind::Ldae) {
-    const std::string path = tokenizer.empty() ? m_.setting("tokenizer") : tokenizer;
-    if (path.empty()) throw UsageError("noising an l-DAE input needs its PCA tokenizer (--tokenizer)");
-    pca = std::make_shared<const PcaTokenizer>(PcaTokenizer::load(path));
-  }
-  corruptor_ = std::make_unique<Corruptor>(m_.objective, pca);
+  if (!m_.objective->noises())
+    throw UsageError(fmt::format("--t {}: '{}' was trained under {} without noise", t_, m_.path, m_.objective->name()));
+  if (t_ >= m_.objective->settings().steps)
+    throw UsageError(fmt::format("--t must lie in [0, {}) for '{}'", m_.objective->settings().steps, m_.path));
+  // One row through the corruption now, so that a missing piece (l-DAE's latent) is reported
+  // before any output is begun.
+  at::Generator probe = compat::cpu_generator(0);
+  m_.objective->apply(at::zeros({1, m_.config.tokens(), m_.config.token_dim()}), t_, 0.0, probe);
 }
 
 FeatureEncoder::~FeatureEncoder() = default;
@@ -81,10 +86,10 @@ at::Tensor FeatureEncoder::operator()(const at::Tensor& images) {
                             m_.path, c.height, c.width, c.channels));
   at::NoGradGuard ng;
   const int64_t B = images.size(0);
-  at::Tensor x = patchify(to_unit_range(images), c.patch);
+  at::Tensor x = m_.objective->tokenizer()->encode(images);
   at::Tensor time_index = at::zeros({B}, at::kLong);
-  if (corruptor_) {
-    Corrupted k = corruptor_->apply(x, t_, 0.0, gen_);
+  if (t_ >= 0) {
+    Corrupted k = m_.objective->apply(x, t_, 0.0, gen_);
     x = k.xt;
     time_index = k.time_index;
   }

@@ -17,7 +17,8 @@ namespace mdx {
 struct TrainedModel {
   std::string path;
   ModelConfig config;
-  ObjectiveConfig objective;                    // the objective it was trained under (last stage)
+  std::shared_ptr<Objective> objective;         // the objective it was trained under (last stage),
+                                                // bound to the checkpoint's tokenizers
   std::map<std::string, std::string> settings;  // the checkpoint's whole configuration
   std::vector<std::string> history;             // the checkpoint's pipeline
   int64_t step = 0;
@@ -29,8 +30,12 @@ struct TrainedModel {
 };
 
 // Loads the EMA weights (the raw ones when `ema` is false or the file has none) onto `device`, in
-// eval mode. Throws Error when `path` is not an mdx checkpoint or lacks a weight.
-TrainedModel load_trained_model(const std::string& path, bool ema, const at::Device& device);
+// eval mode, with the tokenizers the checkpoint carries (a checkpoint written before tokenizers
+// were carried: pixel patches of its patch size, and the latent from `latent_file`, default the
+// path its configuration recorded, when that file is still there). Throws Error when `path` is not
+// an mdx checkpoint or lacks a weight.
+TrainedModel load_trained_model(const std::string& path, bool ema, const at::Device& device,
+                                const std::string& latent_file = "");
 
 // How the encoder's outputs become one vector per image.
 //   cls       the mean of the CLS outputs (UMD's representation)
@@ -42,12 +47,11 @@ std::string pool_name(Pool pool);
 
 // The encoder of a trained model as a feature extractor: uint8 images [B,H,W,C] -> float32 [B,F]
 // on the CPU. The input is clean and unmasked (time index 0) unless `t` >= 0: then it is noised at
-// t by the checkpoint's own objective (l-DAE: in the PCA latent of `tokenizer`, default the
-// checkpoint's), with noise drawn from a generator seeded with `seed`.
+// t by the checkpoint's own objective (l-DAE: in its PCA latent), with noise drawn from a
+// generator seeded with `seed`.
 class FeatureEncoder {
  public:
-  FeatureEncoder(TrainedModel& model, Pool pool, int64_t t = -1, uint64_t seed = 0,
-                 const std::string& tokenizer = "");
+  FeatureEncoder(TrainedModel& model, Pool pool, int64_t t = -1, uint64_t seed = 0);
   ~FeatureEncoder();
   int64_t dim() const;
   at::Tensor operator()(const at::Tensor& images);
@@ -57,7 +61,6 @@ class FeatureEncoder {
   Pool pool_;
   int64_t t_;
   at::Generator gen_;
-  std::unique_ptr<Corruptor> corruptor_;
 };
 
 }  // namespace mdx

@@ -100,6 +100,13 @@ ImageTableWriter::ImageTableWriter(hid_t file, int64_t height, int64_t width, in
                                                         1 << 15, 1);
 }
 
+void ImageTableWriter::finish() {
+  if (!images_)
+    images_ = std::make_unique<h5::RowWriter>(file_, "images", H5T_NATIVE_UINT8, row_dims_,
+                                              h5::chunk_rows_for(row_dims_[0] * row_dims_[1] * row_dims_[2], 256 << 10),
+                                              0);
+}
+
 void ImageTableWriter::append(const uint8_t* images, const int64_t* labels, int64_t count) {
   if (count == 0) return;
   if (!images_) {  // the first block decides the compression

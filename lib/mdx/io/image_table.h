@@ -50,6 +50,9 @@ class ImageTableWriter {
  public:
   ImageTableWriter(hid_t file, int64_t height, int64_t width, int64_t channels, bool labels);
   void append(const uint8_t* images, const int64_t* labels, int64_t count);
+  // Writes the `images` dataset even when no row was appended (an empty shard is still a table
+  // that merges with the others).
+  void finish();
   int64_t rows() const { return images_ ? static_cast<int64_t>(images_->rows()) : 0; }
   bool compressed() const { return deflate_ > 0; }
 

@@ -88,7 +88,7 @@ MaskedDiffusionAutoencoderImpl::MaskedDiffusionAutoencoderImpl(const ModelConfig
   patch_embed = register_module("patch_embed", linear(D, W));
   cls = register_parameter("cls", torch::randn({c.cls_tokens, W}) * 0.02);
   encoder_mask_token = register_parameter("encoder_mask_token", torch::randn({W}) * 0.02);
-  positions = register_buffer("positions", sincos_positions(W, c.height / c.patch, c.width / c.patch));
+  positions = register_buffer("positions", sincos_positions(W, c.grid_h, c.grid_w));
   time_mlp = register_module("time_mlp", time_embedder(W));
   decoder_time_mlp = register_module("decoder_time_mlp", time_embedder(Wd));
   if (c.num_classes > 0) {
@@ -103,7 +103,7 @@ MaskedDiffusionAutoencoderImpl::MaskedDiffusionAutoencoderImpl(const ModelConfig
   decoder_embed = register_module("decoder_embed", linear(W, Wd));
   prefix_embed = register_module("prefix_embed", linear(W, Wd));
   mask_token = register_parameter("mask_token", torch::randn({Wd}) * 0.02);
-  decoder_positions = register_buffer("decoder_positions", sincos_positions(Wd, c.height / c.patch, c.width / c.patch));
+  decoder_positions = register_buffer("decoder_positions", sincos_positions(Wd, c.grid_h, c.grid_w));
   decoder = register_module("decoder", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.decoder_depth; ++i) decoder->push_back(AdaLNBlock(Wd, c.decoder_heads, c.mlp_ratio));
   final_norm = register_module("final_norm", plain_norm(Wd));

@@ -1,8 +1,12 @@
 #include "mdx/model/config.h"
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "mdx/util/error.h"
+
+#include <cerrno>
+#include <cstdlib>
 
 namespace mdx {
 
@@ -44,8 +48,24 @@ void ModelConfig::resolve() {
   if (dim % 4 != 0 || decoder_dim % 4 != 0) throw UsageError("widths must be multiples of 4 (2-D sin-cos positions)");
   if (patch < 1 || depth < 1 || decoder_depth < 1 || cls_tokens < 1 || mlp_ratio <= 0)
     throw UsageError("patch, depths, CLS tokens and MLP ratio must be positive");
-  if (height > 0 && (height % patch != 0 || width % patch != 0))
-    throw Error(fmt::format("patch size {} does not divide the image size {}x{}", patch, height, width));
+  if (height > 0 && grid_h == 0) {  // a pixel token space of --patch (checkpoints before tokenizers)
+    if (height % patch != 0 || width % patch != 0)
+      throw Error(fmt::format("patch size {} does not divide the image size {}x{}", patch, height, width));
+    grid_h = height / patch, grid_w = width / patch, values = patch * patch * channels;
+  }
+}
+
+void ModelConfig::set_geometry(const TokenGeometry& g) {
+  height = g.height, width = g.width, channels = g.channels;
+  grid_h = g.grid_h, grid_w = g.grid_w, values = g.values;
+  patch = g.cell_h();
+}
+
+TokenGeometry ModelConfig::geometry() const {
+  TokenGeometry g;
+  g.height = height, g.width = width, g.channels = channels;
+  g.grid_h = grid_h, g.grid_w = grid_w, g.values = values;
+  return g;
 }
 
 std::map<std::string, std::string> ModelConfig::to_map() const {
@@ -54,6 +74,9 @@ std::map<std::string, std::string> ModelConfig::to_map() const {
           {"width", std::to_string(width)},
           {"channels", std::to_string(channels)},
           {"patch", std::to_string(patch)},
+          {"grid_h", std::to_string(grid_h)},
+          {"grid_w", std::to_string(grid_w)},
+          {"token_dim", std::to_string(values)},
           {"dim", std::to_string(dim)},
           {"depth", std::to_string(depth)},
           {"heads", std::to_string(heads)},
@@ -72,14 +95,36 @@ ModelConfig ModelConfig::from_map(const std::map<std::string, std::string>& m) {
     if (it == m.end()) throw Error(std::string("checkpoint configuration lacks '") + k + "'");
     return it->second;
   };
-  auto num = [&](const char* k) { return std::stoll(get(k)); };
+  // Counts bounded before anything is built from them: a corrupt or hostile configuration
+  // must not allocate a model of its choosing.
+  auto num = [&](const char* k, int64_t lo = 0, int64_t hi = 1 << 20) {
+    const std::string& v = get(k);
+    char* end = nullptr;
+    errno = 0;
+    const long long n = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || errno != 0 || n < lo || n > hi)
+      throw Error(fmt::format("checkpoint configuration: '{}' is '{}', not a count in [{}, {}]", k, v, lo, hi));
+    return static_cast<int64_t>(n);
+  };
   ModelConfig c;
   c.preset = get("preset");
-  c.height = num("height"), c.width = num("width"), c.channels = num("channels"), c.patch = num("patch");
-  c.dim = num("dim"), c.depth = num("depth"), c.heads = num("heads");
-  c.decoder_dim = num("decoder_dim"), c.decoder_depth = num("decoder_depth"), c.decoder_heads = num("decoder_heads");
-  c.mlp_ratio = std::stod(get("mlp_ratio"));
-  c.cls_tokens = num("cls_tokens"), c.num_classes = num("num_classes"), c.timesteps = num("timesteps");
+  const int64_t side = 1 << 16, width = 1 << 16, blocks = 1024;
+  c.height = num("height", 1, side), c.width = num("width", 1, side), c.channels = num("channels", 1, 4096);
+  c.patch = num("patch", 1, side);
+  c.dim = num("dim", 1, width), c.depth = num("depth", 1, blocks), c.heads = num("heads", 1, width);
+  c.decoder_dim = num("decoder_dim", 1, width), c.decoder_depth = num("decoder_depth", 1, blocks);
+  c.decoder_heads = num("decoder_heads", 1, width);
+  {
+    const std::string& v = get("mlp_ratio");
+    char* end = nullptr;
+    c.mlp_ratio = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end != '\0' || !(c.mlp_ratio > 0 && c.mlp_ratio <= 64))
+      throw Error(fmt::format("checkpoint configuration: 'mlp_ratio' is '{}', not a number in (0, 64]", v));
+  }
+  c.cls_tokens = num("cls_tokens", 1, 1024), c.num_classes = num("num_classes", 0, 1 << 20);
+  c.timesteps = num("timesteps", 1, 100000);
+  if (m.count("grid_h"))
+    c.grid_h = num("grid_h", 1, side), c.grid_w = num("grid_w", 1, side), c.values = num("token_dim", 1, 1 << 20);
   c.resolve();
   return c;
 }

@@ -1,18 +1,24 @@
 // The architecture of a masked-diffusion auto-encoder: presets and explicit sizes. Stored whole in
 // every checkpoint, so that later tools rebuild the model from the file alone.
 #pragma once
-#include <CLI/CLI.hpp>
 
 #include <cstdint>
 #include <map>
 #include <string>
+
+#include "mdx/tokenize/geometry.h"
+
+namespace CLI {
+class App;
+}
 
 namespace mdx {
 
 struct ModelConfig {
   std::string preset = "tiny";  // tiny | s | b | l
   int64_t height = 0, width = 0, channels = 0;  // the images (from the table)
-  int64_t patch = 4;
+  int64_t patch = 4;                            // --patch: the pixel tokenizer's (a token's cell side)
+  int64_t grid_h = 0, grid_w = 0, values = 0;   // the token space (from the tokenizer)
   int64_t dim = 0, depth = 0, heads = 0;                          // encoder (0: the preset's)
   int64_t decoder_dim = 0, decoder_depth = 0, decoder_heads = 0;  // decoder (0: the preset's)
   double mlp_ratio = 4.0;
@@ -22,8 +28,11 @@ struct ModelConfig {
 
   void add_to(CLI::App& app);
   void resolve();        // fills the preset's sizes where 0; validates
-  int64_t tokens() const { return (height / patch) * (width / patch); }
-  int64_t token_dim() const { return patch * patch * channels; }
+  // The model's tokens: the image size, the grid and the values per token of the tokenizer.
+  void set_geometry(const TokenGeometry& g);
+  TokenGeometry geometry() const;
+  int64_t tokens() const { return grid_h * grid_w; }
+  int64_t token_dim() const { return values; }
 
   // Flat key/value form (HDF5 attributes of a checkpoint's `config` group).
   std::map<std::string, std::string> to_map() const;

@@ -1,5 +1,6 @@
 #include "mdx/tokenize/pca.h"
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -7,7 +8,6 @@
 
 #include "mdx/io/hdf5.h"
 #include "mdx/io/image_table.h"
-#include "mdx/tokenize/patches.h"
 #include "mdx/tokenize/pca_fit.h"
 #include "mdx/util/error.h"
 #include "mdx/util/log.h"
@@ -21,43 +21,73 @@ double PcaTokenizer::explained_ratio(int64_t d) const {
   return total > 0 ? explained_variance.slice(0, 0, d).sum().item<double>() / total : 0.0;
 }
 
-at::Tensor PcaTokenizer::encode(const at::Tensor& patches) const {
+at::Tensor PcaTokenizer::to_latent(const at::Tensor& patches) const {
   auto v = components.slice(0, 0, dim).to(at::kFloat);
   return at::matmul(patches.to(at::kFloat) - mean.to(at::kFloat), v.t());
 }
 
-at::Tensor PcaTokenizer::decode(const at::Tensor& latents) const {
+at::Tensor PcaTokenizer::from_latent(const at::Tensor& latents) const {
   auto v = components.slice(0, 0, dim).to(at::kFloat);
   return at::matmul(latents.to(at::kFloat), v) + mean.to(at::kFloat);
 }
 
-PcaTokenizer PcaTokenizer::load(const std::string& path) {
-  h5::Handle f = h5::open_file(path);
-  PcaTokenizer t;
+std::string PcaTokenizer::describe() const {
+  return fmt::format("pca (patch {}, {} channels, d = {} of {}, {:.4f} of the variance)", patch, channels, dim,
+                     token_dim(), explained_ratio(dim));
+}
+
+TokenGeometry PcaTokenizer::geometry(int64_t height, int64_t width, int64_t image_channels) const {
+  if (image_channels != channels)
+    throw Error(fmt::format("the PCA tokenizer is for {} channels, the images have {}", channels, image_channels));
+  TokenGeometry g = PixelTokenizer(patch).geometry(height, width, image_channels);
+  g.values = dim;
+  return g;
+}
+
+at::Tensor PcaTokenizer::encode(const at::Tensor& images) const {
+  return to_latent(PixelTokenizer(patch).encode(images));
+}
+
+at::Tensor PcaTokenizer::decode(const at::Tensor& tokens, const TokenGeometry& g) const {
+  TokenGeometry pixels = g;
+  pixels.values = token_dim();
+  return PixelTokenizer(patch).decode(from_latent(tokens), pixels);
+}
+
+void PcaTokenizer::hash_contents(const std::function<void(const void*, size_t)>& add) const {
+  for (int64_t v : {patch, channels, dim}) add(&v, sizeof v);
+  for (const at::Tensor* t : {&mean, &components, &explained_variance}) {
+    at::Tensor c = t->to(at::kDouble).contiguous();
+    add(c.data_ptr<double>(), static_cast<size_t>(c.numel()) * sizeof(double));
+  }
+}
+
+std::shared_ptr<const PcaTokenizer> PcaTokenizer::load(hid_t f, const std::string& path) {
+  auto t = std::make_shared<PcaTokenizer>();
   for (const char* a : {"patch", "channels", "dim"})
-    if (!h5::has_attr(f, a)) throw Error("'" + path + "' is not a PCA tokenizer: no attribute '" + a + "'");
-  t.patch = h5::read_attr_int(f, "patch");
-  t.channels = h5::read_attr_int(f, "channels");
-  t.dim = h5::read_attr_int(f, "dim");
-  const int64_t D = t.token_dim();
-  if (t.patch < 1 || t.channels < 1 || t.dim < 1 || t.dim > D)
-    throw Error(fmt::format("'{}': inconsistent tokenizer attributes patch={} channels={} dim={}", path, t.patch,
-                            t.channels, t.dim));
+    if (!h5::has_attr(f, a)) throw Error(path + " is not a PCA tokenizer: no attribute '" + a + "'");
+  t->patch = h5::read_attr_int(f, "patch");
+  t->channels = h5::read_attr_int(f, "channels");
+  t->dim = h5::read_attr_int(f, "dim");
+  const int64_t D = t->token_dim();
+  if (t->patch < 1 || t->channels < 1 || t->dim < 1 || t->dim > D || t->patch > 4096 || t->channels > 4096)
+    throw Error(fmt::format("{}: inconsistent tokenizer attributes patch={} channels={} dim={}", path, t->patch,
+                            t->channels, t->dim));
   auto read = [&](const char* name, std::vector<int64_t> shape) {
     h5::Handle ds = h5::open_dataset(f, name, path);
     h5::DatasetInfo i = h5::info(ds);
     std::vector<int64_t> dims(i.dims.begin(), i.dims.end());
     if (dims != shape || i.type_class != H5T_FLOAT)
-      throw Error(fmt::format("'{}': dataset '{}' has shape [{}], expected float [{}]", path, name,
+      throw Error(fmt::format("{}: dataset '{}' has shape [{}], expected float [{}]", path, name,
                               fmt::join(dims, ","), fmt::join(shape, ",")));
     at::Tensor out = at::empty(shape, at::kDouble);
-    h5::read_all(ds, H5T_NATIVE_DOUBLE, out.data_ptr<double>(), std::string("'") + name + "' in '" + path + "'");
-    if (!at::isfinite(out).all().item<bool>()) throw Error(fmt::format("'{}': dataset '{}' is not finite", path, name));
+    h5::read_all(ds, H5T_NATIVE_DOUBLE, out.data_ptr<double>(), std::string("'") + name + "' in " + path);
+    if (!at::isfinite(out).all().item<bool>()) throw Error(fmt::format("{}: dataset '{}' is not finite", path, name));
     return out;
   };
-  t.mean = read("mean", {D});
-  t.components = read("components", {D, D});
-  t.explained_variance = read("explained_variance", {D});
+  t->mean = read("mean", {D});
+  t->components = read("components", {D, D});
+  t->explained_variance = read("explained_variance", {D});
   return t;
 }
 
@@ -67,6 +97,7 @@ void PcaTokenizer::save(hid_t file) const {
   h5::write(file, "mean", H5T_NATIVE_DOUBLE, {D}, m.data_ptr<double>());
   h5::write(file, "components", H5T_NATIVE_DOUBLE, {D, D}, c.data_ptr<double>());
   h5::write(file, "explained_variance", H5T_NATIVE_DOUBLE, {D}, e.data_ptr<double>());
+  h5::write_attr(file, "kind", kind());
   h5::write_attr(file, "patch", patch);
   h5::write_attr(file, "channels", channels);
   h5::write_attr(file, "dim", dim);
@@ -144,10 +175,11 @@ void PcaFitOptions::validate() const {
 
 void pca_fit(const PcaFitOptions& opt, Provenance& prov) {
   opt.validate();
+  FilePlan().read(opt.inputs).write(opt.output).check();
   ImageTable table(opt.inputs);
   prov.inputs = opt.inputs;
   prov.merge_history(table.history());
-  check_patch(opt.patch, table.height(), table.width());
+  PixelTokenizer(opt.patch).geometry(table.height(), table.width(), table.channels());
   if (table.size() == 0) throw Error("input table is empty");
   AtomicOutput out(opt.output, opt.inputs);
 
@@ -172,7 +204,7 @@ void pca_fit(const PcaFitOptions& opt, Provenance& prov) {
     int64_t n = std::min(opt.chunk, table.size() - start);
     table.read(start, n, buf.data(), nullptr);
     at::Tensor images = at::from_blob(buf.data(), {n, table.height(), table.width(), table.channels()}, at::kByte);
-    at::Tensor patches = patchify(to_unit_range(images, at::kDouble), opt.patch).reshape({n * L, D});
+    at::Tensor patches = PixelTokenizer(opt.patch).encode_as(images, at::kDouble).reshape({n * L, D});
     if (!all) {
       std::vector<int64_t> rows;
       for (int64_t i = 0; i < n * L; ++i, ++seen)

@@ -6,11 +6,15 @@
 #include <hdf5.h>
 #include <torch/types.h>
 
+#include <memory>
 #include <string>
+
+#include "mdx/tokenize/tokenizer.h"
 
 namespace mdx {
 
-struct PcaTokenizer {
+class PcaTokenizer : public Tokenizer {
+ public:
   int64_t patch = 0, channels = 0, dim = 0;
   at::Tensor mean;                // float64 [D]
   at::Tensor components;          // float64 [D, D], row k = k-th principal direction
@@ -19,13 +23,23 @@ struct PcaTokenizer {
   int64_t token_dim() const { return patch * patch * channels; }
   double explained_ratio(int64_t d) const;  // share of total variance in the first d components
 
-  // [..., D] -> [..., dim] float32: V_d (x - mu).
-  at::Tensor encode(const at::Tensor& patches) const;
-  // [..., dim] -> [..., D] float32: V_d^T z + mu.
-  at::Tensor decode(const at::Tensor& latents) const;
+  // Patches [..., D] -> latents [..., dim] float32: V_d (x - mu).
+  at::Tensor to_latent(const at::Tensor& patches) const;
+  // Latents [..., dim] -> patches [..., D] float32: V_d^T z + mu.
+  at::Tensor from_latent(const at::Tensor& latents) const;
 
-  static PcaTokenizer load(const std::string& path);
-  void save(hid_t file) const;  // datasets and attributes of SPEC "Files"
+  // As a token space: one token per p x p x C patch, its dim-d latent.
+  std::string kind() const override { return "pca"; }
+  std::string describe() const override;
+  TokenGeometry geometry(int64_t height, int64_t width, int64_t channels) const override;
+  at::Tensor encode(const at::Tensor& images) const override;
+  at::Tensor decode(const at::Tensor& tokens, const TokenGeometry& g) const override;
+  void save(hid_t group) const override;  // datasets and attributes of SPEC "Files"
+  // The one PCA loader: the datasets and attributes of `group`, checked; `where` names it in errors.
+  static std::shared_ptr<const PcaTokenizer> load(hid_t group, const std::string& where);
+
+ protected:
+  void hash_contents(const std::function<void(const void*, size_t)>& add) const override;
 };
 
 // Streams rows of patches and accumulates their float64 sum and sum of outer products.

@@ -1,11 +1,13 @@
 // mdx-pca-fit as a library function: image table(s) -> PCA tokenizer file.
 #pragma once
-#include <CLI/CLI.hpp>
-
 #include <string>
 #include <vector>
 
 #include "mdx/util/provenance.h"
+
+namespace CLI {
+class App;
+}
 
 namespace mdx {
 

@@ -1,12 +1,14 @@
 // mdx-tokenize as a library function: image files, class folders, IDX files or image tables ->
-// one canonical image table (optionally with the PCA latents of every patch).
+// one canonical image table.
 #pragma once
-#include <CLI/CLI.hpp>
-
 #include <string>
 #include <vector>
 
 #include "mdx/util/provenance.h"
+
+namespace CLI {
+class App;
+}
 
 namespace mdx {
 
@@ -20,7 +22,6 @@ struct TokenizeOptions {
   int channels = 0;       // 0: as the source (IDX 1, tables theirs, files: 1 if gray else 3)
   int64_t limit = 0;      // 0: no limit
   std::string shard;      // "I/N"
-  std::string tokenizer;  // PCA tokenizer file: also store `tokens`
   bool skip_bad = false;
   int jobs = 0;           // decoding threads; 0: one per core
   int64_t block = 512;    // images decoded and written per step

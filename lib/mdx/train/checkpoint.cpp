@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include "mdx/io/hdf5.h"
+#include "mdx/tokenize/tokenizer.h"
 #include "mdx/util/error.h"
 #include "mdx/util/output.h"
 
@@ -76,6 +77,8 @@ void save_checkpoint(const std::string& path, const CheckpointState& s, const Pr
     h5::Handle g(H5Gcreate2(f, "config", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
     for (const auto& [k, v] : s.config) h5::write_attr(g, k, v);
   }
+  if (s.tokenizer) save_tokenizer(f, "tokenizer", *s.tokenizer);
+  if (s.latent) save_tokenizer(f, "latent_tokenizer", *s.latent);
   if (s.rng.defined()) {
     at::Tensor r = s.rng.contiguous();
     h5::write(f, "rng", H5T_NATIVE_UINT8, {static_cast<hsize_t>(r.numel())}, r.data_ptr<uint8_t>());
@@ -100,6 +103,11 @@ CheckpointState load_checkpoint(const std::string& path, bool weights_only) {
     std::vector<std::string> names;
     H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, nullptr, collect_attribute, &names);
     for (const auto& name : names) s.config[name] = h5::read_attr_string(g, name);
+  }
+  for (auto [name, into] : {std::pair{"tokenizer", &s.tokenizer}, std::pair{"latent_tokenizer", &s.latent}}) {
+    if (!h5::has(f, name)) continue;
+    h5::Handle g(H5Gopen2(f, name, H5P_DEFAULT));
+    *into = load_tokenizer(g, fmt::format("the {} of '{}'", name, path));
   }
   if (weights_only) return s;
   if (h5::has(f, "optimizer")) {

@@ -1,17 +1,20 @@
 // Checkpoints in HDF5 (SPEC "Files"): the weights by parameter path (`model/`), the EMA weights
 // (`ema/`), AdamW's moments (`optimizer/`), the step, the random-generator state, and the whole
-// configuration as attributes of `config/` (so that later tools rebuild the model from the file
-// alone), plus provenance. Written to a temporary name and renamed.
+// configuration as attributes of `config/` and the tokenizers (so that later tools rebuild the
+// model from the file alone), plus provenance. Written to a temporary name and renamed.
 #pragma once
 #include <torch/torch.h>
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "mdx/util/provenance.h"
 
 namespace mdx {
+
+class Tokenizer;
 
 struct CheckpointState {
   std::map<std::string, at::Tensor> model;      // parameters and buffers
@@ -22,6 +25,10 @@ struct CheckpointState {
   at::Tensor rng;                               // uint8 generator state
   std::map<std::string, std::string> config;    // model + objective + optimizer + data, flat
   std::vector<std::string> history;             // the file's pipeline (read only)
+  // The model's token space (`tokenizer/`) and the latent its objective noises in
+  // (`latent_tokenizer/`, l-DAE's PCA), copied in whole so that the checkpoint needs no other
+  // file. Null in checkpoints written before tokenizers were carried.
+  std::shared_ptr<const Tokenizer> tokenizer, latent;
 };
 
 void save_checkpoint(const std::string& path, const CheckpointState& state, const Provenance& prov,

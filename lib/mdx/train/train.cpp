@@ -1,5 +1,6 @@
 #include "mdx/train/train.h"
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <sys/resource.h>
 #include <torch/torch.h>
@@ -10,46 +11,34 @@
 #include <fstream>
 #include <iostream>
 
-#include "mdx/corrupt/render.h"
+#include "mdx/io/grid.h"
 #include "mdx/io/image_table.h"
 #include "mdx/io/png.h"
 #include "mdx/model/autoencoder.h"
 #include "mdx/tokenize/patches.h"
-#include "mdx/tokenize/pca.h"
+#include "mdx/tokenize/tokenizer.h"
 #include "mdx/train/checkpoint.h"
 #include "mdx/train/data.h"
 #include "mdx/train/distributed.h"
-#include "mdx/train/loss.h"
 #include "mdx/train/optim.h"
 #include "mdx/util/error.h"
 #include "mdx/util/log.h"
 #include "mdx/util/output.h"
 #include "mdx/util/progress.h"
+#include "mdx/util/sha256.h"
 #include "mdx/util/signal.h"
 #include "mdx/util/torch_compat.h"
 
 namespace mdx {
 
-void ObjectiveOptions::add_to(CLI::App& app) {
-  corruption.add_to(app);
-  app.add_option("--mask-ratio", mask_ratio, "mask ratio (MAE; UMD's representation step) under the fixed policy")
-      ->capture_default_str();
-  app.add_option("--rep-share", representation_share, "UMD's share r of representation steps (and loss weight)")
-      ->capture_default_str();
-  app.add_flag("--norm-pix", norm_pix, "MAE: predict per-patch normalized pixels");
+void LabelOptions::add_to(CLI::App& app) {
   app.add_flag("--class-cond", class_cond, "condition on the table's labels (with a null class for guidance)");
   app.add_option("--class-dropout", class_dropout, "probability that a label is replaced by the null class")
       ->capture_default_str();
 }
 
-ObjectiveConfig ObjectiveOptions::resolve() const {
-  ObjectiveConfig c = corruption.resolve();
-  if (!(mask_ratio >= 0 && mask_ratio <= 1)) throw UsageError("--mask-ratio must lie in [0, 1]");
-  if (!(representation_share >= 0 && representation_share <= 1)) throw UsageError("--rep-share must lie in [0, 1]");
-  c.mask_ratio = mask_ratio;
-  c.representation_share = representation_share;
+void LabelOptions::validate() const {
   if (!(class_dropout >= 0 && class_dropout < 1)) throw UsageError("--class-dropout must lie in [0, 1)");
-  return c;
 }
 
 void OptimOptions::add_to(CLI::App& app) {
@@ -67,8 +56,10 @@ void OptimOptions::add_to(CLI::App& app) {
 
 void OptimOptions::validate() const {
   if (batch < 1) throw UsageError("--batch must be at least 1");
-  if (lr < 0 || weight_decay < 0 || clip < 0) throw UsageError("--lr, --weight-decay and --clip must be >= 0");
-  if (blr <= 0) throw UsageError("--blr must be > 0");
+  // Written so that NaN fails every test (NaN compares false).
+  if (!(lr >= 0 && weight_decay >= 0 && clip >= 0) || !std::isfinite(lr + weight_decay + clip))
+    throw UsageError("--lr, --weight-decay and --clip must be finite and >= 0");
+  if (!(blr > 0) || !std::isfinite(blr)) throw UsageError("--blr must be finite and > 0");
   if (!(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1)) throw UsageError("--beta1/--beta2 must lie in [0, 1)");
   if (!(warmup >= 0 && warmup < 1)) throw UsageError("--warmup must lie in [0, 1)");
   if (!(ema >= 0 && ema < 1)) throw UsageError("--ema must lie in [0, 1)");
@@ -112,7 +103,8 @@ void RunOptions::validate() const {
 
 void TrainOptions::add_to(CLI::App& app) {
   run.add_to(app);
-  objective.add_to(app);
+  objective.add_to(app, true);
+  labels.add_to(app);
   model.add_to(app);
   optim.add_to(app);
 }
@@ -134,10 +126,11 @@ double peak_rss_mib() {
 
 class Trainer {
  public:
-  Trainer(const TrainOptions& opt, Provenance& prov) : opt_(opt), prov_(prov), table_(opt.run.inputs) {
+  Trainer(const TrainOptions& opt, Provenance& prov) : opt_(opt), prov_(prov), table_(plan(opt)) {
     opt.optim.validate();
     opt.run.validate();
-    cfg_ = opt.objective.resolve();
+    opt.labels.validate();
+    objective_ = opt.objective.make();
     device_ = at::Device(prov.device);
     dist_ = distributed_from_environment();
     if (dist_.active()) {
@@ -154,27 +147,19 @@ class Trainer {
     if (writer()) AtomicOutput(opt.run.output, opt.run.inputs);  // refuse an unwritable or input -o before any work
     prov.inputs = opt.run.inputs;
     prov.merge_history(table_.history());
-    if (!opt.objective.corruption.tokenizer.empty()) {
-      pca_ = std::make_shared<const PcaTokenizer>(PcaTokenizer::load(opt.objective.corruption.tokenizer));
-      prov.add_input(opt.objective.corruption.tokenizer);
-    }
-    if (opt.objective.class_cond && !table_.has_labels())
+    if (opt.labels.class_cond && !table_.has_labels())
       throw Error("--class-cond needs labels, and '" + opt.run.inputs[0] + "' has none");
     data_ = std::make_unique<TrainingData>(table_, opt.optim.batch, prov.seed,
                                            static_cast<int64_t>(opt.run.memory_budget * (1LL << 30)));
     num_classes_ = data_->num_classes();
     model_cfg_ = opt.model;
     if (!opt.run.init.empty() || opt.run.resume) adopt_architecture();
-    model_cfg_.height = table_.height(), model_cfg_.width = table_.width(), model_cfg_.channels = table_.channels();
-    if (pca_) model_cfg_.patch = pca_->patch;
-    model_cfg_.num_classes = opt.objective.class_cond ? num_classes_ : 0;
-    model_cfg_.timesteps = cfg_.steps;
+    objective_->bind(given_tokenizer(), model_cfg_.patch);
+    model_cfg_.set_geometry(objective_->tokenizer()->geometry(table_.height(), table_.width(), table_.channels()));
+    if (auto latent = objective_->latent()) latent->geometry(table_.height(), table_.width(), table_.channels());
+    model_cfg_.num_classes = opt.labels.class_cond ? num_classes_ : 0;
+    model_cfg_.timesteps = objective_->settings().steps;
     model_cfg_.resolve();
-    if (pca_ && pca_->channels != model_cfg_.channels)
-      throw Error(fmt::format("tokenizer is for {} channels, the table has {}", pca_->channels, model_cfg_.channels));
-    // Only l-DAE noises in the PCA latent; the other objectives ignore a tokenizer.
-    if (cfg_.kind != ObjectiveKind::Ldae) pca_ = nullptr;
-    corruptor_ = std::make_unique<Corruptor>(cfg_, pca_);
     model_ = MaskedDiffusionAutoencoder(model_cfg_);
     model_->to(device_);
     if (device_.is_cuda()) compat::enable_tf32();
@@ -201,6 +186,7 @@ class Trainer {
       resume_from(opt.run.output, start_);
     }
     start_ = CheckpointState{};  // its tensors are copied in; free them
+    if (comm_) check_ranks_agree();
     if (comm_) {  // every process starts from rank 0's weights
       at::NoGradGuard ng;
       comm_->broadcast(params_);
@@ -208,11 +194,11 @@ class Trainer {
       for (auto& [k, v] : ema_) ema.push_back(v);
       comm_->broadcast(ema);
     }
-    log("{}: {} images {}x{}x{}, {} tokens of {} values; model {} ({:.1f}M parameters: {} wide, {}+{} blocks); "
+    log("{}: {} images {}x{}x{}, {} tokens of {} values ({}); model {} ({:.1f}M parameters: {} wide, {}+{} blocks); "
         "{} steps of {} ({} per epoch), lr {:.3g}, device {}",
-        objective_name(cfg_.kind), table_.size(), model_cfg_.height, model_cfg_.width, model_cfg_.channels,
-        model_cfg_.tokens(), model_cfg_.token_dim(), model_cfg_.preset, parameter_count() / 1e6, model_cfg_.dim,
-        model_cfg_.depth, model_cfg_.decoder_depth, total_, opt.optim.batch, spe_, opt.optim.base_lr(), prov.device);
+        objective_->name(), table_.size(), model_cfg_.height, model_cfg_.width, model_cfg_.channels,
+        model_cfg_.tokens(), model_cfg_.token_dim(), objective_->tokenizer()->describe(), model_cfg_.preset,
+        parameter_count() / 1e6, model_cfg_.dim, model_cfg_.depth, model_cfg_.decoder_depth, total_, opt.optim.batch, spe_, opt.optim.base_lr(), prov.device);
   }
 
   void run() {
@@ -261,6 +247,20 @@ class Trainer {
   }
 
  private:
+  // Every file the run reads and writes, checked before the table is even opened; returns the
+  // tables. (A resumed checkpoint is read and rewritten: it is the run's own output.)
+  static const std::vector<std::string>& plan(const TrainOptions& opt) {
+    FilePlan()
+        .read(opt.run.inputs)
+        .read(opt.run.init, "--init")
+        .read(opt.objective.tokenizer, "--tokenizer")
+        .write(opt.run.output, "the checkpoint (-o)")
+        .write(beside(opt.run.output, ".metrics.jsonl"), "its metrics file")
+        .write(beside(opt.run.output, ".preview.png"), "its preview")
+        .check();
+    return opt.run.inputs;
+  }
+
   // A run continued (--resume) or fine-tuned (--init) keeps the architecture it started with.
   void adopt_architecture() {
     const std::string& from = opt_.run.resume ? opt_.run.output : opt_.run.init;
@@ -272,6 +272,20 @@ class Trainer {
     model_cfg_.depth = prev.depth, model_cfg_.heads = prev.heads, model_cfg_.decoder_dim = prev.decoder_dim;
     model_cfg_.decoder_depth = prev.decoder_depth, model_cfg_.decoder_heads = prev.decoder_heads;
     model_cfg_.mlp_ratio = prev.mlp_ratio, model_cfg_.cls_tokens = prev.cls_tokens;
+  }
+
+  // The tokenizer the objective binds to: --tokenizer; else, continuing a run, the one it
+  // recorded (the latent where it noises in one); else, fine-tuning, the token space the model
+  // worked in; else none (pixel patches of --patch). Checkpoints that carry none are read as pixels.
+  std::shared_ptr<const Tokenizer> given_tokenizer() {
+    const std::string& path = opt_.objective.tokenizer;
+    if (!path.empty()) {
+      prov_.add_input(path);
+      return load_tokenizer_file(path);
+    }
+    if (opt_.run.resume) return start_.latent ? start_.latent : start_.tokenizer;
+    if (!opt_.run.init.empty()) return start_.tokenizer;
+    return nullptr;
   }
 
   void init_from(const std::string& path, const CheckpointState& s) {
@@ -309,11 +323,11 @@ class Trainer {
     Batch b;
     at::Tensor images, labels;
     data_->batch(step, images, labels);
-    b.x0 = patchify(to_unit_range(images), model_cfg_.patch);
-    b.corrupted = corruptor_->sample(b.x0, step, total_, gen_);
+    b.x0 = objective_->tokenizer()->encode(images);
+    b.corrupted = objective_->sample(b.x0, step, total_, gen_);
     if (model_cfg_.num_classes > 0) {
       b.labels = labels;
-      at::Tensor drop = at::rand({labels.size(0)}, gen_) < opt_.objective.class_dropout;
+      at::Tensor drop = at::rand({labels.size(0)}, gen_) < opt_.labels.class_dropout;
       b.labels = at::where(drop, at::full_like(b.labels, model_cfg_.num_classes), b.labels);
     }
     return b;
@@ -342,8 +356,7 @@ class Trainer {
       compat::CudaAutocast autocast(device_.is_cuda());
       out = forward(b, rows_);
     }
-    Loss loss = objective_loss(cfg_, b.corrupted, b.x0.slice(0, rows_.begin, rows_.end).to(device_), out,
-                               corruptor_->schedule(), pca_.get(), LossOptions{opt_.objective.norm_pix}, rows_);
+    Loss loss = objective_->loss(b.corrupted, b.x0.slice(0, rows_.begin, rows_.end).to(device_), out, rows_);
     optimizer_->zero_grad();
     loss.total.backward();
     if (comm_) reduce(loss);
@@ -362,31 +375,24 @@ class Trainer {
     Batch b;
     at::Tensor images, labels;
     data_->head(8, images, labels);
-    b.x0 = patchify(to_unit_range(images), model_cfg_.patch);
-    b.corrupted = corruptor_->sample(b.x0, step_, total_, g);
+    b.x0 = objective_->tokenizer()->encode(images);
+    b.corrupted = objective_->sample(b.x0, step_, total_, g);
     if (model_cfg_.num_classes > 0) b.labels = labels;
     ModelOutput out = forward(b);
     model_->train();
-    const int64_t H = model_cfg_.height, W = model_cfg_.width, C = model_cfg_.channels, p = model_cfg_.patch;
-    at::Tensor x0_hat = out.x0.to(at::kCPU).to(at::kFloat);
-    if (cfg_.kind == ObjectiveKind::Dit) {  // DiT predicts eps: recover x0 from x_t
-      at::Tensor t = b.corrupted.t.clamp_min(0);
-      const NoiseSchedule& s = corruptor_->schedule();
-      auto signal = NoiseSchedule::per_row(s.signal(), t, 3, at::kFloat);
-      auto noise = NoiseSchedule::per_row(s.noise(), t, 3, at::kFloat);
-      x0_hat = (b.corrupted.xt - noise * out.eps.to(at::kCPU).to(at::kFloat)) / signal;
-    }
+    const TokenGeometry geometry = model_cfg_.geometry();
+    at::Tensor x0_hat = objective_->predicted_x0(b.corrupted, out).to(at::kCPU).to(at::kFloat);
     // Visible tokens shown as given, masked ones as predicted.
     at::Tensor pasted = at::where(b.corrupted.masked.unsqueeze(-1), x0_hat, b.corrupted.xt);
     std::vector<at::Tensor> cols = {b.x0, b.corrupted.xt, x0_hat, pasted};
     std::vector<at::Tensor> cells, marks;
     at::Tensor none = at::zeros_like(b.corrupted.masked);
     for (size_t k = 0; k < cols.size(); ++k) {
-      cells.push_back(to_uint8(unpatchify(cols[k], p, H, W, C)));
+      cells.push_back(to_uint8(objective_->tokenizer()->decode(cols[k], geometry)));
       marks.push_back(k == 1 ? b.corrupted.masked : none);
     }
     at::Tensor drops = at::stack({none, b.corrupted.dropped, none, none}, 1);
-    Grid grid = render_grid(at::stack(cells, 1), at::stack(marks, 1), drops, p, 0);
+    Grid grid = render_grid(at::stack(cells, 1), at::stack(marks, 1), drops, geometry.cell_h(), 0);
     auto text = prov_.fields();
     text.push_back({"mdx_step", std::to_string(step_)});
     text.push_back({"mdx_columns", "clean; corrupted input (masked patches coloured); x0 prediction; "
@@ -400,10 +406,8 @@ class Trainer {
   // The configuration a checkpoint records: the model's, the objective's and the optimizer's.
   std::map<std::string, std::string> run_config() const {
     std::map<std::string, std::string> c = model_cfg_.to_map();
-    c["objective"] = objective_name(cfg_.kind);
-    c["schedule"] = cfg_.noises() ? schedule_name(cfg_.schedule) : "none";
-    c["norm_pix"] = opt_.objective.norm_pix ? "1" : "0";
-    c["class_dropout"] = fmt::format("{}", opt_.objective.class_dropout);
+    for (const auto& [k, v] : objective_->config()) c[k] = v;
+    c["class_dropout"] = fmt::format("{}", opt_.labels.class_dropout);
     c["lr"] = fmt::format("{}", opt_.optim.base_lr());
     c["weight_decay"] = fmt::format("{}", opt_.optim.weight_decay);
     c["betas"] = fmt::format("{},{}", opt_.optim.beta1, opt_.optim.beta2);
@@ -411,11 +415,8 @@ class Trainer {
     c["warmup"] = fmt::format("{}", opt_.optim.warmup);
     c["ema"] = fmt::format("{}", opt_.optim.ema);
     c["seed"] = std::to_string(prov_.seed);
-    c["mask_policy"] = mask_policy_name(cfg_.mask_policy);
-    c["mask_ratio"] = fmt::format("{}", cfg_.mask_ratio);
-    c["noisy_mask_ratio"] = fmt::format("{}", cfg_.noisy_mask_ratio);
-    c["rep_share"] = fmt::format("{}", cfg_.representation_share);
-    c["tokenizer"] = opt_.objective.corruption.tokenizer;
+    c["tokenizer_identity"] = objective_->tokenizer()->identity();
+    if (auto latent = objective_->latent()) c["latent_identity"] = latent->identity();
     c["total_steps"] = std::to_string(total_);
     c["batch"] = std::to_string(opt_.optim.batch);
     if (!table_.label_names().empty()) c["label_names"] = fmt::format("{}", fmt::join(table_.label_names(), "\n"));
@@ -428,7 +429,7 @@ class Trainer {
   void check_same_run(const std::string& path, const CheckpointState& s) const {
     std::vector<std::string> diffs;
     for (const auto& [key, now] : run_config()) {
-      if (key == "total_steps") continue;
+      if (key == "total_steps" || key == "tokenizer_file") continue;
       auto it = s.config.find(key);
       if (it != s.config.end() && it->second != now)
         diffs.push_back(key == "label_names" ? "the table's label names differ"
@@ -437,6 +438,27 @@ class Trainer {
     if (!diffs.empty())
       throw Error(fmt::format("--resume: '{}' was trained with other options ({}); give the options of that run again",
                               path, fmt::join(diffs, "; ")));
+  }
+
+  // Every process must run the same configuration: each compares the SHA-256 of its own (options,
+  // architecture, table size) with rank 0's, and all fail together with one line, before any
+  // tensor whose shape could differ is exchanged.
+  void check_ranks_agree() {
+    std::string text = "rows=" + std::to_string(table_.size()) + "\n";
+    for (const auto& [k, v] : run_config()) text += k + "=" + v + "\n";
+    const std::string hex = sha256_bytes(text.data(), text.size());
+    at::Tensor mine = at::empty({16}, at::kFloat);  // 16-bit words: exact in float32
+    for (int64_t i = 0; i < 16; ++i)
+      mine[i] = static_cast<float>(std::stoul(hex.substr(static_cast<size_t>(4 * i), 4), nullptr, 16));
+    at::Tensor ref = mine.clone();
+    comm_->broadcast({ref});
+    at::Tensor differ = at::full({1}, ref.equal(mine) ? 0.0f : 1.0f);
+    comm_->all_reduce_sum({differ});
+    const auto n = static_cast<int64_t>(differ.item<float>());
+    if (n > 0)
+      throw Error(fmt::format("{} of the {} processes were started with other options or tables than rank 0 "
+                              "(this one {}); give every rank the same command line",
+                              n, dist_.world, ref.equal(mine) ? "agrees with rank 0" : "differs"));
   }
 
   void save() {
@@ -452,6 +474,9 @@ class Trainer {
     s.step = step_;
     s.rng = gen_.get_state();
     s.config = run_config();
+    if (!opt_.objective.tokenizer.empty()) s.config["tokenizer_file"] = opt_.objective.tokenizer;
+    s.tokenizer = objective_->tokenizer();
+    s.latent = objective_->latent();
     std::vector<std::string> inputs = opt_.run.inputs;
     if (!opt_.run.init.empty()) inputs.push_back(opt_.run.init);
     save_checkpoint(opt_.run.output, s, prov_, inputs);
@@ -479,7 +504,7 @@ class Trainer {
                      R"("model": "{}", "parameters": {}, "batch": {}, "steps": {}, "seconds": {:.4f}, )"
                      R"("step_ms": {:.3f}, "images_per_s": {:.2f}, "encoder_tokens_per_s": {:.1f}, )"
                      R"("tflops": {:.4f}, "mfu": {}, "peak_memory_mib": {:.1f}, "threads": {}}})",
-                     git_commit(), libtorch_version(), prov_.device, objective_name(cfg_.kind), model_cfg_.preset,
+                     git_commit(), libtorch_version(), prov_.device, objective_->name(), model_cfg_.preset,
                      parameter_count(), opt_.optim.batch, n, secs, 1000 * secs / n, images / secs,
                      static_cast<double>(kept_tokens) / secs, tflops,
                      peak > 0 ? fmt::format("{:.4f}", tflops / peak) : std::string("null"),
@@ -545,11 +570,9 @@ class Trainer {
   const TrainOptions& opt_;
   Provenance& prov_;
   ImageTable table_;
-  ObjectiveConfig cfg_;
+  std::unique_ptr<Objective> objective_;
   ModelConfig model_cfg_;
   at::Device device_{at::kCPU};
-  std::shared_ptr<const PcaTokenizer> pca_;
-  std::unique_ptr<Corruptor> corruptor_;
   MaskedDiffusionAutoencoder model_{nullptr};
   torch::OrderedDict<std::string, at::Tensor> named_;
   std::vector<at::Tensor> params_;
@@ -570,8 +593,18 @@ class Trainer {
 }  // namespace
 
 void train(const TrainOptions& opt, Provenance& prov) {
-  Trainer trainer(opt, prov);
-  trainer.run();
+  std::unique_ptr<Trainer> trainer;
+  try {
+    trainer = std::make_unique<Trainer>(opt, prov);
+  } catch (const Interrupted&) {
+    // A signal while the table loads: nothing trained, nothing written, and the exit status
+    // the requeue recipe tests for (mdx(7): a first signal never ends mdx-train with 130/143).
+    throw Suspended(opt.run.resume
+                        ? fmt::format("interrupted by a signal while loading; '{}' is unchanged; continue with --resume",
+                                      opt.run.output)
+                        : std::string("interrupted by a signal while loading, before the first step; nothing written"));
+  }
+  trainer->run();
 }
 
 }  // namespace mdx

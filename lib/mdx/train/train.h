@@ -1,27 +1,26 @@
-// mdx-train as a library function: image table(s) (+ PCA tokenizer) -> checkpoint. One options
+// mdx-train as a library function: image table(s) (+ tokenizer) -> checkpoint. One options
 // struct per component; each registers its own options and validates itself.
 #pragma once
-#include <CLI/CLI.hpp>
-
 #include <string>
 #include <vector>
 
-#include "mdx/corrupt/objective_options.h"
+#include "mdx/corrupt/objective.h"
 #include "mdx/model/config.h"
 #include "mdx/util/provenance.h"
 
+namespace CLI {
+class App;
+}
+
 namespace mdx {
 
-struct ObjectiveOptions {
-  CorruptionOptions corruption;        // objective, schedule, T, mask policy, tokenizer
-  double mask_ratio = 0.75;            // MAE; UMD's representation step
-  double representation_share = 0.5;   // UMD's r
-  bool norm_pix = false;               // MAE's normalized-pixel target
+// Class conditioning (DiT's label table with a null class for classifier-free guidance).
+struct LabelOptions {
   bool class_cond = false;             // condition on the labels (null class for guidance)
   double class_dropout = 0.1;          // labels replaced by the null class with this probability
 
   void add_to(CLI::App& app);
-  ObjectiveConfig resolve() const;     // validates
+  void validate() const;
 };
 
 struct OptimOptions {
@@ -56,6 +55,7 @@ struct RunOptions {
 
 struct TrainOptions {
   ObjectiveOptions objective;
+  LabelOptions labels;
   ModelConfig model;
   OptimOptions optim;
   RunOptions run;

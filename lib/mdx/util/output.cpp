@@ -13,6 +13,15 @@
 
 namespace mdx {
 
+namespace {
+std::string fmt_clash(const std::string& a, const std::string& a_role, const std::string& b, const std::string& b_role,
+                      const std::string& why) {
+  std::string s = "'" + a + "' (" + a_role + ") is also '" + b + "' (" + b_role + "); " + why;
+  if (a == b) s = "'" + a + "' is both " + a_role + " and " + b_role + "; " + why;
+  return s;
+}
+}  // namespace
+
 bool same_file(const std::string& a, const std::string& b) {
   struct stat sa, sb;
   if (stat(a.c_str(), &sa) != 0 || stat(b.c_str(), &sb) != 0) return false;
@@ -26,6 +35,34 @@ std::string lowercase_extension(const std::string& path) {
   std::string ext = path.substr(dot);
   std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
   return ext;
+}
+
+FilePlan& FilePlan::read(const std::string& path, const std::string& role) {
+  if (!path.empty()) reads_.emplace_back(path, role);
+  return *this;
+}
+
+FilePlan& FilePlan::read(const std::vector<std::string>& paths, const std::string& role) {
+  for (const auto& p : paths) read(p, role);
+  return *this;
+}
+
+FilePlan& FilePlan::write(const std::string& path, const std::string& role) {
+  if (!path.empty()) writes_.emplace_back(path, role);
+  return *this;
+}
+
+void FilePlan::check() const {
+  auto same = [](const std::string& a, const std::string& b) { return a == b || same_file(a, b); };
+  for (size_t i = 0; i < writes_.size(); ++i) {
+    const auto& [out, out_role] = writes_[i];
+    for (const auto& [in, in_role] : reads_)
+      if (same(in, out))
+        throw Error(fmt_clash(out, out_role, in, in_role, "refusing to overwrite an input"));
+    for (size_t j = 0; j < i; ++j)
+      if (same(writes_[j].first, out))
+        throw Error(fmt_clash(out, out_role, writes_[j].first, writes_[j].second, "one would be lost"));
+  }
 }
 
 AtomicOutput::AtomicOutput(std::string path, const std::vector<std::string>& inputs) : path_(std::move(path)) {

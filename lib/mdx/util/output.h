@@ -3,6 +3,7 @@
 // input.
 #pragma once
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mdx {
@@ -24,6 +25,23 @@ class AtomicOutput {
  private:
   std::string path_, temp_;
   bool committed_ = false;
+};
+
+// Every file a run reads and every file it writes (side files included), known to one check made
+// before any work starts: an output that is also an input (by name, or as the same file under
+// another name) or two outputs that are one file are refused, so that no input is ever overwritten
+// and no output is lost to another.
+class FilePlan {
+ public:
+  // `role` names the file in messages ("--tokenizer", "the metrics file"); empty paths are ignored.
+  FilePlan& read(const std::string& path, const std::string& role = "an input");
+  FilePlan& read(const std::vector<std::string>& paths, const std::string& role = "an input");
+  FilePlan& write(const std::string& path, const std::string& role = "the output");
+  // Throws Error naming both roles on the first clash.
+  void check() const;
+
+ private:
+  std::vector<std::pair<std::string, std::string>> reads_, writes_;
 };
 
 // True when a and b name the same existing file (same device and inode).

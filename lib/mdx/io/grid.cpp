@@ -1,4 +1,4 @@
-#include "mdx/corrupt/render.h"
+#include "mdx/io/grid.h"
 
 #include <torch/torch.h>
 

@@ -1,0 +1,115 @@
+"""Every file a tool reads (options included) and every file it writes (side files included) is
+known to one check made before any work starts: no input is overwritten, no output lost, nothing
+left under a final name by a failed run; an empty shard is still a table that merges."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from mdxtest import FMNIST, ToolTest, read_bytes, run  # noqa: E402
+
+TINY = ["--dim", "32", "--depth", "1", "--decoder-depth", "1", "--heads", "2", "--batch", "8", "--threads", "1",
+        "-q"]
+
+
+class Files(ToolTest):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.table = cls.fmnist_table(64)
+        cls.pca = os.path.join(cls.shared, "pca.h5")
+        assert run("mdx-pca-fit", "-q", cls.table, "--patch", 4, "--dim", 4, "-o", cls.pca).returncode == 0
+        cls.ckpt = os.path.join(cls.shared, "gen.h5")
+        r = run("mdx-train", cls.table, "--objective", "dit", "--class-cond", "--steps", 1, "-o", cls.ckpt, *TINY)
+        assert r.returncode == 0, r.stderr
+
+    def copy(self, src, name):
+        dst = self.path(name)
+        shutil.copy(src, dst)
+        return dst
+
+    def refused(self, name, victim, *args, contains=("refusing to overwrite an input",)):
+        """The tool exits 1 with one error line, and `victim` is byte-for-byte what it was."""
+        before = read_bytes(victim)
+        self.fails(name, *args, contains=contains)
+        self.assertEqual(read_bytes(victim), before, f"{victim} was changed")
+
+    def test_secondary_inputs_are_never_outputs(self):
+        pca = self.copy(self.pca, "p.h5")
+        self.refused("mdx-corrupt", pca, self.table, "--objective", "ldae", "--tokenizer", pca, "-o", pca)
+        self.refused("mdx-train", pca, self.table, "--objective", "ldae", "--tokenizer", pca, "--steps", 1, "-o", pca,
+                     *TINY)
+        labels = self.copy(f"{FMNIST}/t10k-labels-idx1-ubyte.gz", "lab.idx.gz")
+        self.refused("mdx-tokenize", labels, f"{FMNIST}/t10k-images-idx3-ubyte.gz", "--labels", labels, "--limit", 5,
+                     "-o", labels)
+        ckpt = self.copy(self.ckpt, "c.h5")
+        tok = self.copy(self.pca, "t.h5")
+        self.refused("mdx-embed", tok, ckpt, self.table, "--tokenizer", tok, "-o", tok)
+        self.refused("mdx-fid", ckpt, self.table, "--encoder", ckpt, "--save-stats", ckpt)
+
+    def test_training_side_files(self):
+        # An input named like the run's metrics file or preview, or --init naming -o, is refused
+        # before a single step: nothing is written.
+        metrics = self.copy(self.table, "m.metrics.jsonl")
+        self.refused("mdx-train", metrics, metrics, "--steps", 1, "-o", self.path("m.h5"), *TINY)
+        preview = self.copy(self.ckpt, "m.preview.png")
+        self.refused("mdx-train", preview, self.table, "--init", preview, "--steps", 1, "-o", self.path("m.h5"), *TINY)
+        g = self.copy(self.ckpt, "g.h5")
+        self.refused("mdx-train", g, self.table, "--init", g, "--steps", 50, "-o", g, *TINY)
+        self.assertFalse(os.path.exists(self.path("g.metrics.jsonl")))
+        self.assertFalse(os.path.exists(self.path("m.h5")))
+
+    def test_two_outputs_are_never_one_file(self):
+        out = self.path("s.png")
+        self.fails("mdx-sample", self.ckpt, "--steps", 2, "--per-class", 1, "-o", out, "--grid", out,
+                   contains=("one would be lost",))
+        self.assertNoOutput(out)
+
+    def test_an_empty_sample_shard_is_a_table_that_merges(self):
+        parts = []
+        for i in range(3):
+            p = self.path(f"part{i}.h5")
+            self.ok("mdx-sample", "-q", self.ckpt, "--classes", 0, "--per-class", 2, "--steps", 2, "--shard", f"{i}/3",
+                    "-o", p)
+            parts.append(p)
+        with h5py.File(parts[0], "r") as f:
+            self.assertEqual(f["images"].shape, (0, 28, 28, 1))
+        merged = self.path("all.h5")
+        self.ok("mdx-tokenize", "-q", *parts, "-o", merged)
+        whole = self.path("whole.h5")
+        self.ok("mdx-sample", "-q", self.ckpt, "--classes", 0, "--per-class", 2, "--steps", 2, "-o", whole)
+        with h5py.File(merged, "r") as a, h5py.File(whole, "r") as b:
+            np.testing.assert_array_equal(a["images"][()], b["images"][()])
+            np.testing.assert_array_equal(a["labels"][()], b["labels"][()])
+
+    @unittest.skipUnless(os.geteuid() == 0, "mounting a small tmpfs needs root")
+    def test_a_failed_grid_leaves_no_table(self):
+        mnt = tempfile.mkdtemp(prefix="mdx-full-")
+        try:
+            if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", mnt]).returncode != 0:
+                self.skipTest("cannot mount a tmpfs here")
+            try:
+                with open(os.path.join(mnt, "filler"), "wb") as f:
+                    try:
+                        f.write(b"\0" * (1 << 20))
+                    except OSError:
+                        pass
+                out = self.path("s.h5")
+                grid = os.path.join(mnt, "s.png")
+                self.fails("mdx-sample", self.ckpt, "--steps", 2, "--per-class", 8, "-o", out, "--grid", grid)
+                self.assertNoOutput(out)
+                self.assertFalse(os.path.exists(grid))
+            finally:
+                subprocess.run(["umount", mnt])
+        finally:
+            os.rmdir(mnt)
+
+
+if __name__ == "__main__":
+    unittest.main()
