@@ -1,11 +1,10 @@
 // The Fréchet distance on covariances whose square roots are known in closed form, against an
 // independent route (the complex eigenvalues of the non-symmetric product S1 S2), and the
-// identity machinery (SHA-256, statistics files) that keeps features of different extractors apart.
+// identity machinery (statistics files) that keeps features of different extractors apart.
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
 #include <cstdio>
-#include <fstream>
 #include <string>
 
 #include "mdx/eval/fid.h"
@@ -84,23 +83,6 @@ TEST_CASE("Frechet distance refuses mismatched shapes and non-finite inputs") {
   at::Tensor bad = s.clone();
   bad[1][1] = std::nan("");
   CHECK_THROWS_AS(frechet_distance(vec({0, 0, 0}), bad, vec({0, 0, 0}), s), Error);
-}
-
-TEST_CASE("fid: SHA-256 of files matches FIPS 180-4 test vectors") {
-  auto hash_of = [](const std::string& bytes) {
-    const std::string p = temp_path("sha");
-    std::ofstream(p, std::ios::binary) << bytes;
-    std::string h = sha256_file(p);
-    std::remove(p.c_str());
-    return h;
-  };
-  CHECK(hash_of("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  CHECK(hash_of("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  // 56 bytes: the length no longer fits the first block.
-  CHECK(hash_of("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") ==
-        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-  CHECK(hash_of(std::string(1000000, 'a')) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
-  CHECK_THROWS_AS(sha256_file(temp_path("missing")), Error);
 }
 
 TEST_CASE("fid: statistics files round-trip; identities of different extractors do not match") {

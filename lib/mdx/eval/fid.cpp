@@ -4,9 +4,7 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
-#include <array>
 #include <cmath>
-#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -20,6 +18,7 @@
 #include "mdx/util/log.h"
 #include "mdx/util/output.h"
 #include "mdx/util/progress.h"
+#include "mdx/util/sha256.h"
 
 namespace mdx {
 
@@ -47,105 +46,6 @@ void FidOptions::validate() const {
   if (batch < 1) throw UsageError("--batch must be at least 1");
   if (inputs.size() == 1 && save_stats.empty())
     throw UsageError("one input: give a second one to compare with, or --save-stats FILE to save its statistics");
-}
-
-// ---------------------------------------------------------------------------------------------
-// SHA-256 (FIPS 180-4): the identity of an extractor file, so that statistics made by one file are
-// never compared with features of another, wherever the files were moved.
-
-namespace {
-
-class Sha256 {
- public:
-  void update(const uint8_t* data, size_t n) {
-    bits_ += static_cast<uint64_t>(n) * 8;
-    while (n > 0) {
-      size_t take = std::min(n, sizeof(buf_) - used_);
-      std::memcpy(buf_ + used_, data, take);
-      used_ += take;
-      data += take;
-      n -= take;
-      if (used_ == sizeof(buf_)) {
-        block(buf_);
-        used_ = 0;
-      }
-    }
-  }
-
-  std::string hex() {
-    const uint64_t bits = bits_;
-    const uint8_t one = 0x80, zero = 0;
-    update(&one, 1);
-    while (used_ != 56) update(&zero, 1);
-    uint8_t len[8];
-    for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(bits >> (56 - 8 * i));
-    update(len, 8);
-    std::string out;
-    for (uint32_t v : h_) out += fmt::format("{:08x}", v);
-    return out;
-  }
-
- private:
-  static uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
-
-  void block(const uint8_t* p) {
-    static constexpr std::array<uint32_t, 64> k = {
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-        0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-        0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-        0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
-    uint32_t w[64];
-    for (int i = 0; i < 16; ++i)
-      w[i] = (uint32_t{p[4 * i]} << 24) | (uint32_t{p[4 * i + 1]} << 16) | (uint32_t{p[4 * i + 2]} << 8) |
-             uint32_t{p[4 * i + 3]};
-    for (int i = 16; i < 64; ++i) {
-      uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-      uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = h_[0], b = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6], h = h_[7];
-    for (int i = 0; i < 64; ++i) {
-      uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + k[i] + w[i];
-      uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-      h = g;
-      g = f;
-      f = e;
-      e = d + t1;
-      d = c;
-      c = b;
-      b = a;
-      a = t1 + t2;
-    }
-    h_[0] += a; h_[1] += b; h_[2] += c; h_[3] += d; h_[4] += e; h_[5] += f; h_[6] += g; h_[7] += h;
-  }
-
-  std::array<uint32_t, 8> h_ = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  uint8_t buf_[64];
-  size_t used_ = 0;
-  uint64_t bits_ = 0;
-};
-
-
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
-
-}  // namespace
-
-std::string sha256_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("cannot read '{}'", path));
-  Sha256 sha;
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    sha.update(reinterpret_cast<const uint8_t*>(buf.data()), static_cast<size_t>(in.gcount()));
-  }
-  if (in.bad()) throw Error(fmt::format("error reading '{}'", path));
-  return sha.hex();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -332,6 +232,8 @@ double frechet_distance(const at::Tensor& mu1, const at::Tensor& sigma1, const a
 // Feature extractors: uint8 images [B,H,W,C] (CPU) -> float32 features [B,F] (CPU).
 
 namespace {
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
 class Extractor {
  public:

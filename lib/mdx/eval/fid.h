@@ -67,9 +67,6 @@ struct FeatureStats {
 double frechet_distance(const at::Tensor& mu1, const at::Tensor& sigma1, const at::Tensor& mu2,
                         const at::Tensor& sigma2, double eps = 1e-6);
 
-// Lowercase hex SHA-256 of a file's bytes.
-std::string sha256_file(const std::string& path);
-
 // Prints the JSON report on stdout; writes --save-stats.
 void fid(const FidOptions& opt, Provenance& prov);
 
