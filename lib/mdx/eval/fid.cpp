@@ -12,13 +12,13 @@
 #include "mdx/eval/trained_model.h"
 #include "mdx/io/hdf5.h"
 #include "mdx/io/image_table.h"
-#include "mdx/tokenize/pca.h"
 #include "mdx/util/error.h"
 #include "mdx/util/json.h"
 #include "mdx/util/log.h"
 #include "mdx/util/output.h"
 #include "mdx/util/progress.h"
 #include "mdx/util/sha256.h"
+#include "mdx/util/statistics.h"
 
 namespace mdx {
 

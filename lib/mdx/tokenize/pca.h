@@ -8,6 +8,8 @@
 
 #include <string>
 
+#include "mdx/util/statistics.h"
+
 namespace mdx {
 
 struct PcaTokenizer {
@@ -26,20 +28,6 @@ struct PcaTokenizer {
 
   static PcaTokenizer load(const std::string& path);
   void save(hid_t file) const;  // datasets and attributes of SPEC "Files"
-};
-
-// Streams rows of patches and accumulates their float64 sum and sum of outer products.
-class CovarianceAccumulator {
- public:
-  explicit CovarianceAccumulator(int64_t dim);
-  void add(const at::Tensor& rows);  // [n, D], any floating type
-  int64_t count() const { return count_; }
-  at::Tensor mean() const;                    // [D]
-  at::Tensor covariance(bool center) const;  // [D, D], divided by n - 1 (numpy.cov's default)
-
- private:
-  at::Tensor sum_, outer_;
-  int64_t count_ = 0;
 };
 
 // Eigen-decomposition of the accumulated covariance: components sorted by decreasing variance,
