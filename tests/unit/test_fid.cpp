@@ -123,3 +123,24 @@ TEST_CASE("fid: statistics files round-trip; identities of different extractors 
   other.kind = "mdx-encoder";
   CHECK(!s.extractor.mismatch(other).empty());
 }
+
+TEST_CASE("fid: the report as JSON: a distance and two inputs, or null, a note and the saved statistics") {
+  FidReport r;
+  r.fid = 12.5;
+  r.inputs = {{"a.h5", "images", 100}, {"b.stats.h5", "stats", 2000}};
+  r.extractor.kind = "torchscript", r.extractor.path = "x.pt", r.extractor.sha256 = "ab12";
+  r.extractor.bytes = 9, r.extractor.features = 2, r.extractor.size = 28, r.extractor.preprocessing = "none";
+  r.device = "cpu", r.mdx_version = "0.1.0", r.mdx_commit = "abc";
+  const std::string tail =
+      ", \"extractor\": {\"kind\": \"torchscript\", \"path\": \"x.pt\", \"bytes\": 9, \"sha256\": \"ab12\", "
+      "\"features\": 2, \"size\": 28, \"preprocessing\": \"none\"}, \"device\": \"cpu\", \"mdx_version\": \"0.1.0\", "
+      "\"mdx_commit\": \"abc\"}";
+  CHECK(r.to_json() == "{\"fid\": 12.5, \"inputs\": [{\"path\": \"a.h5\", \"type\": \"images\", \"count\": 100}, "
+                       "{\"path\": \"b.stats.h5\", \"type\": \"stats\", \"count\": 2000}]" + tail);
+  r.fid.reset();
+  r.inputs.pop_back();
+  r.stats = "a.stats.h5";
+  CHECK(r.to_json() == "{\"fid\": null, \"note\": \"one input: statistics saved, no distance computed\", "
+                       "\"inputs\": [{\"path\": \"a.h5\", \"type\": \"images\", \"count\": 100}], "
+                       "\"stats\": \"a.stats.h5\"" + tail);
+}

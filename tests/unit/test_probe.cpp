@@ -45,3 +45,28 @@ TEST_CASE("probe: k-NN weighted vote and label ranks") {
   CHECK(rank[1].item<int64_t>() == 1);
   CHECK(label_rank(scores, torch::tensor({1, 0}, torch::kLong))[0].item<int64_t>() == 0);
 }
+
+TEST_CASE("probe: the report as JSON: keys in order, shortest numbers, null for a class without test rows") {
+  ProbeReport r;
+  r.method = "ridge";
+  r.top1 = 0.75, r.top5 = 1;
+  r.per_class_accuracy = {1.0, std::nullopt, 0.5};
+  r.test_counts = {2, 0, 2};
+  r.confusion = {{2, 0, 0}, {0, 0, 0}, {1, 0, 1}};
+  r.classes = 3, r.features = 4, r.train_rows = 10, r.test_rows = 4, r.shots = 0;
+  r.label_names = {"a", "b\"c", "d"};
+  r.hyperparameters = "{\"lambda\": 1024}";
+  r.train = {"tr.h5", "embeddings", 12, 10};
+  r.test = {"te.h5", "embeddings", 4, 4};
+  r.seed = 7;
+  r.mdx_version = "0.1.0", r.mdx_commit = "abc";
+  CHECK(r.to_json() ==
+        "{\"method\": \"ridge\", \"top1\": 0.75, \"top5\": 1, \"per_class_accuracy\": [1, null, 0.5], "
+        "\"test_counts\": [2, 0, 2], \"confusion\": [[2, 0, 0], [0, 0, 0], [1, 0, 1]], \"classes\": 3, "
+        "\"label_names\": [\"a\", \"b\\\"c\", \"d\"], \"features\": 4, \"train_rows\": 10, \"test_rows\": 4, "
+        "\"shots\": 0, \"hyperparameters\": {\"lambda\": 1024}, \"train\": {\"path\": \"tr.h5\", \"kind\": "
+        "\"embeddings\", \"rows\": 12, \"used_rows\": 10}, \"test\": {\"path\": \"te.h5\", \"kind\": \"embeddings\", "
+        "\"rows\": 4, \"used_rows\": 4}, \"seed\": 7, \"mdx_version\": \"0.1.0\", \"mdx_commit\": \"abc\"}");
+  r.label_names.clear();  // inputs without names
+  CHECK(r.to_json().find("\"label_names\": null, ") != std::string::npos);
+}

@@ -6,7 +6,6 @@
 
 #include <cmath>
 #include <fstream>
-#include <iostream>
 #include <memory>
 
 #include "mdx/eval/trained_model.h"
@@ -409,14 +408,31 @@ FeatureStats table_stats(const Side& side, Extractor& extract, int64_t batch) {
   return s;
 }
 
-std::string input_json(const Side& s) {
-  return fmt::format("{{\"path\": {}, \"type\": {}, \"count\": {}}}", json_string(s.path),
-                     json_string(s.table ? "images" : "stats"), s.stats.count);
+FidInput report_input(const Side& s) { return {s.path, s.table ? "images" : "stats", s.stats.count}; }
+
+std::string input_json(const FidInput& in) {
+  return fmt::format("{{\"path\": {}, \"type\": {}, \"count\": {}}}", json_string(in.path), json_string(in.type),
+                     in.count);
 }
 
 }  // namespace
 
-void fid(const FidOptions& opt, Provenance& prov) {
+std::string FidReport::to_json() const {
+  std::string inputs_json;
+  for (size_t i = 0; i < inputs.size(); ++i) inputs_json += (i ? ", " : "") + input_json(inputs[i]);
+  std::string s = "{";
+  if (fid)
+    s += fmt::format("\"fid\": {}, \"inputs\": [{}]", *fid, inputs_json);
+  else
+    s += fmt::format("\"fid\": null, \"note\": {}, \"inputs\": [{}]",
+                     json_string("one input: statistics saved, no distance computed"), inputs_json);
+  if (!stats.empty()) s += fmt::format(", \"stats\": {}", json_string(stats));
+  s += fmt::format(", \"extractor\": {}, \"device\": {}, \"mdx_version\": {}, \"mdx_commit\": {}}}", extractor.json(),
+                   json_string(device), json_string(mdx_version), json_string(mdx_commit));
+  return s;
+}
+
+FidReport fid(const FidOptions& opt, Provenance& prov) {
   opt.validate();
   torch::NoGradGuard no_grad;
   std::unique_ptr<AtomicOutput> out;
@@ -501,20 +517,19 @@ void fid(const FidOptions& opt, Provenance& prov) {
     log("wrote {} ({} images, {} features)", opt.save_stats, s.stats.count, id.features);
   }
 
-  std::string report = "{";
+  FidReport report;
   if (sides.size() == 2) {
     const double d = frechet_distance(sides[0].stats.mu, sides[0].stats.sigma, sides[1].stats.mu,
                                       sides[1].stats.sigma);
     log("Fréchet distance {:.6f} ({} vs {} images)", d, sides[0].stats.count, sides[1].stats.count);
-    report += fmt::format("\"fid\": {}, \"inputs\": [{}, {}]", d, input_json(sides[0]), input_json(sides[1]));
-  } else {
-    report += fmt::format("\"fid\": null, \"note\": {}, \"inputs\": [{}]",
-                          json_string("one input: statistics saved, no distance computed"), input_json(sides[0]));
+    report.fid = d;
   }
-  if (!opt.save_stats.empty()) report += fmt::format(", \"stats\": {}", json_string(opt.save_stats));
-  report += fmt::format(", \"extractor\": {}, \"device\": {}, \"mdx_version\": {}, \"mdx_commit\": {}}}", id.json(),
-                        json_string(prov.device), json_string(version()), json_string(git_commit()));
-  std::cout << report << std::endl;
+  for (const auto& s : sides) report.inputs.push_back(report_input(s));
+  report.stats = opt.save_stats;
+  report.extractor = id;
+  report.device = prov.device;
+  report.mdx_version = version(), report.mdx_commit = git_commit();
+  return report;
 }
 
 }  // namespace mdx

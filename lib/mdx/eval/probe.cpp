@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <iostream>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -380,15 +380,44 @@ ProbeResult run_knn(const ProbeOptions& opt, const at::Tensor& x, const at::Tens
   return r;
 }
 
-std::string json_list(const at::Tensor& t) {  // 1-D int64
+std::vector<int64_t> int64_list(const at::Tensor& t) {  // 1-D int64
+  std::vector<int64_t> v;
+  for (int64_t i = 0; i < t.size(0); ++i) v.push_back(t[i].item<int64_t>());
+  return v;
+}
+
+std::string json_list(const std::vector<int64_t>& v) {
   std::string s = "[";
-  for (int64_t i = 0; i < t.size(0); ++i) s += (i ? ", " : "") + std::to_string(t[i].item<int64_t>());
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
   return s + "]";
 }
 
 }  // namespace
 
-void probe(const ProbeOptions& opt, Provenance& prov) {
+std::string ProbeReport::to_json() const {
+  std::string per_class, conf_rows, names;
+  for (size_t c = 0; c < per_class_accuracy.size(); ++c) {
+    const std::optional<double>& a = per_class_accuracy[c];
+    per_class += fmt::format("{}{}", c ? ", " : "", a ? json_number(*a) : "null");
+  }
+  for (size_t c = 0; c < confusion.size(); ++c)
+    conf_rows += fmt::format("{}{}", c ? ", " : "", json_list(confusion[c]));
+  for (size_t i = 0; i < label_names.size(); ++i) names += (i ? ", " : "") + json_string(label_names[i]);
+  auto input_json = [](const ProbeInput& in) {
+    return fmt::format("{{\"path\": {}, \"kind\": {}, \"rows\": {}, \"used_rows\": {}}}", json_string(in.path),
+                       json_string(in.kind), in.rows, in.used_rows);
+  };
+  return fmt::format(
+      "{{\"method\": {}, \"top1\": {}, \"top5\": {}, \"per_class_accuracy\": [{}], \"test_counts\": {}, "
+      "\"confusion\": [{}], \"classes\": {}, \"label_names\": {}, \"features\": {}, \"train_rows\": {}, "
+      "\"test_rows\": {}, \"shots\": {}, \"hyperparameters\": {}, \"train\": {}, \"test\": {}, \"seed\": {}, "
+      "\"mdx_version\": {}, \"mdx_commit\": {}}}",
+      json_string(method), json_number(top1), json_number(top5), per_class, json_list(test_counts), conf_rows, classes,
+      label_names.empty() ? "null" : "[" + names + "]", features, train_rows, test_rows, shots, hyperparameters,
+      input_json(train), input_json(test), seed, json_string(mdx_version), json_string(mdx_commit));
+}
+
+ProbeReport probe(const ProbeOptions& opt, Provenance& prov) {
   opt.validate();
   const auto start = Clock::now();
   std::unique_ptr<AtomicOutput> out;
@@ -448,30 +477,25 @@ void probe(const ProbeOptions& opt, Provenance& prov) {
   const double top5 = (rank < 5).to(at::kDouble).mean().item<double>();
   at::Tensor confusion = at::zeros({K * K}, at::kLong).index_add_(0, test.labels * K + pred, at::ones_like(pred))
                              .view({K, K});
-  at::Tensor test_counts = confusion.sum(1);
-  std::string per_class, conf_rows;
+  ProbeReport report;
+  report.method = opt.method;
+  report.top1 = top1, report.top5 = top5;
+  report.test_counts = int64_list(confusion.sum(1));
   for (int64_t c = 0; c < K; ++c) {
-    const int64_t n = test_counts[c].item<int64_t>();
-    per_class += fmt::format("{}{}", c ? ", " : "",
-                             n ? json_number(static_cast<double>(confusion[c][c].item<int64_t>()) / n) : "null");
-    conf_rows += fmt::format("{}{}", c ? ", " : "", json_list(confusion[c]));
+    const int64_t n = report.test_counts[c];
+    std::optional<double> share;
+    if (n) share = static_cast<double>(confusion[c][c].item<int64_t>()) / n;
+    report.per_class_accuracy.push_back(share);
+    report.confusion.push_back(int64_list(confusion[c]));
   }
-  std::string names_json;
-  for (size_t i = 0; i < names.size() && static_cast<int64_t>(i) < K; ++i)
-    names_json += (i ? ", " : "") + json_string(names[i]);
-  auto input_json = [](const Features& f, int64_t used) {
-    return fmt::format("{{\"path\": {}, \"kind\": {}, \"rows\": {}, \"used_rows\": {}}}", json_string(f.path),
-                       json_string(f.kind), f.x.size(0), used);
-  };
-  std::string report = fmt::format(
-      "{{\"method\": {}, \"top1\": {}, \"top5\": {}, \"per_class_accuracy\": [{}], \"test_counts\": {}, "
-      "\"confusion\": [{}], \"classes\": {}, \"label_names\": {}, \"features\": {}, \"train_rows\": {}, "
-      "\"test_rows\": {}, \"shots\": {}, \"hyperparameters\": {}, \"train\": {}, \"test\": {}, \"seed\": {}, "
-      "\"mdx_version\": {}, \"mdx_commit\": {}}}",
-      json_string(opt.method), json_number(top1), json_number(top5), per_class, json_list(test_counts), conf_rows, K,
-      names.empty() ? "null" : "[" + names_json + "]", F, x.size(0), test.x.size(0), opt.shots, r.hyper_json,
-      input_json(train, x.size(0)), input_json(test, test.x.size(0)), prov.seed, json_string(version()),
-      json_string(git_commit()));
+  report.classes = K, report.features = F;
+  report.train_rows = x.size(0), report.test_rows = test.x.size(0), report.shots = opt.shots;
+  if (!names.empty()) report.label_names.assign(names.begin(), names.begin() + K);
+  report.hyperparameters = r.hyper_json;
+  report.train = {train.path, train.kind, train.x.size(0), x.size(0)};
+  report.test = {test.path, test.kind, test.x.size(0), test.x.size(0)};
+  report.seed = prov.seed;
+  report.mdx_version = version(), report.mdx_commit = git_commit();
   log("top-1 {:.4f}, top-5 {:.4f} on {} test rows ({:.1f} s)", top1, top5, test.x.size(0), seconds_since(start));
 
   if (out) {
@@ -498,7 +522,7 @@ void probe(const ProbeOptions& opt, Provenance& prov) {
     out->commit();
     log("wrote {}", opt.output);
   }
-  std::cout << report << std::endl;
+  return report;
 }
 
 }  // namespace mdx

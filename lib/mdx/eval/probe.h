@@ -1,12 +1,13 @@
 // mdx-probe as a library function: train + test features (embeddings, or an image table's raw
-// pixels) -> a JSON report of a linear probe on stdout (SPEC "Linear probe"), and the probe's
-// weights as HDF5. Three methods: multinomial logistic regression fitted by L-BFGS with L2 chosen
-// on a held-out split (lbfgs.h, softmax.h), closed-form ridge regression on one-hot targets (UMD's
-// few-shot probe), and cosine k-NN (DINO's weighted vote).
+// pixels) -> the report of a linear probe (SPEC "Linear probe"; the tool prints it as JSON on
+// stdout), and the probe's weights as HDF5. Three methods: multinomial logistic regression fitted
+// by L-BFGS with L2 chosen on a held-out split (lbfgs.h, softmax.h), closed-form ridge regression
+// on one-hot targets (UMD's few-shot probe), and cosine k-NN (DINO's weighted vote).
 #pragma once
 #include <CLI/CLI.hpp>
 #include <torch/types.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,7 +55,33 @@ constexpr double kKnnTemperature = 0.07;
 // plus those with an equal score and a smaller index (so rank 0 is the argmax, first on a tie).
 at::Tensor label_rank(const at::Tensor& scores, const at::Tensor& labels);
 
-// Prints the JSON report on stdout; writes -o.
-void probe(const ProbeOptions& opt, Provenance& prov);
+// --- The report --------------------------------------------------------------------------------------
+
+// One input of a probe, as the report describes it.
+struct ProbeInput {
+  std::string path, kind;      // kind: embeddings | images
+  int64_t rows = 0, used_rows = 0;
+};
+
+// What mdx-probe reports: accuracies on the test rows, the confusion matrix, the fit's
+// hyperparameters, the inputs and the provenance.
+struct ProbeReport {
+  std::string method;
+  double top1 = 0, top5 = 0;
+  std::vector<std::optional<double>> per_class_accuracy;  // none for a class without test rows
+  std::vector<int64_t> test_counts;                        // test rows per class
+  std::vector<std::vector<int64_t>> confusion;             // [true class][predicted class]
+  int64_t classes = 0, features = 0, train_rows = 0, test_rows = 0, shots = 0;
+  std::vector<std::string> label_names;                    // empty: the inputs name no classes
+  std::string hyperparameters;                             // the method's, as a JSON object
+  ProbeInput train, test;
+  uint64_t seed = 0;
+  std::string mdx_version, mdx_commit;
+
+  std::string to_json() const;  // one line: what mdx-probe prints
+};
+
+// Fits and scores the probe; writes -o.
+ProbeReport probe(const ProbeOptions& opt, Provenance& prov);
 
 }  // namespace mdx
