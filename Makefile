@@ -7,7 +7,7 @@ PYTHON  ?= /usr/bin/python3
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
 # Build and run dependencies (SPEC.md "Dependencies"), plus the Python used by tests and benches.
-DEB_PACKAGES = g++ make cmake pkg-config zlib1g-dev \
+DEB_PACKAGES = g++ make cmake pkg-config zlib1g-dev libssl-dev \
   libtorch-dev libopenblas0-pthread libgloo-dev libhdf5-dev libopencv-dev libpng-dev \
   libcli11-dev libfmt-dev libssl-dev doctest-dev dataset-fashion-mnist hdf5-tools groff-base \
   python3-h5py python3-numpy python3-scipy python3-sklearn python3-pil python3-torch

@@ -1,4 +1,6 @@
 // mdx-fid: two image tables (or saved statistics) -> Fréchet distance of their features, as JSON.
+#include <iostream>
+
 #include "mdx/eval/fid.h"
 #include "mdx/util/tool.h"
 
@@ -15,5 +17,7 @@ int main(int argc, char** argv) {
                  "  mdx-fid samples.h5 test.h5 --encoder umd.ckpt.h5      # not comparable to published FIDs\n");
   mdx::FidOptions opt;
   opt.add_to(tool.app());
-  return tool.run(argc, argv, [&](mdx::Provenance& prov) { mdx::fid(opt, prov); });
+  return tool.run(argc, argv, [&](mdx::Provenance& prov) {
+    std::cout << mdx::fid(opt, prov).to_json() << std::endl;  // the report on stdout; logs go to stderr
+  });
 }

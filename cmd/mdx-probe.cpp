@@ -1,4 +1,6 @@
 // mdx-probe: train + test features (embeddings or raw pixels) -> JSON report of a linear probe.
+#include <iostream>
+
 #include "mdx/eval/probe.h"
 #include "mdx/util/tool.h"
 
@@ -13,5 +15,7 @@ int main(int argc, char** argv) {
   mdx::ProbeOptions opt;
   opt.add_to(tool.app());
   tool.cpu_only();
-  return tool.run(argc, argv, [&](mdx::Provenance& prov) { mdx::probe(opt, prov); });
+  return tool.run(argc, argv, [&](mdx::Provenance& prov) {
+    std::cout << mdx::probe(opt, prov).to_json() << std::endl;  // the report on stdout; logs go to stderr
+  });
 }

@@ -121,7 +121,7 @@ class Train(ToolTest):
         self.ok("mdx-tokenize", "-q", f"{FMNIST}/train-images-idx3-ubyte.gz", "-o", big)
 
         def interrupted(out, *extra):
-            p = subprocess.Popen([tool("mdx-train"), *[big] * 4, "-o", out, *SMALL, "--steps", 5, *extra],
+            p = subprocess.Popen([tool("mdx-train"), *[big] * 4, "-o", out, *SMALL, "--steps", "5", *extra],
                                  stderr=subprocess.PIPE, text=True)
             deadline = time.time() + 60
             while time.time() < deadline:  # SIGTERM caught: the tool's handlers are installed

@@ -1,15 +1,13 @@
 // The Fréchet distance on covariances whose square roots are known in closed form, against an
 // independent route (the complex eigenvalues of the non-symmetric product S1 S2), and the
-// identity machinery (SHA-256, statistics files) that keeps features of different extractors apart.
+// identity machinery (statistics files) that keeps features of different extractors apart.
 #include <doctest/doctest.h>
 #include <torch/torch.h>
 
 #include <cstdio>
-#include <fstream>
 #include <string>
 
 #include "mdx/eval/fid.h"
-#include "mdx/util/sha256.h"
 #include "mdx/io/hdf5.h"
 #include "mdx/util/error.h"
 
@@ -87,23 +85,6 @@ TEST_CASE("Frechet distance refuses mismatched shapes and non-finite inputs") {
   CHECK_THROWS_AS(frechet_distance(vec({0, 0, 0}), bad, vec({0, 0, 0}), s), Error);
 }
 
-TEST_CASE("fid: SHA-256 of files matches FIPS 180-4 test vectors") {
-  auto hash_of = [](const std::string& bytes) {
-    const std::string p = temp_path("sha");
-    std::ofstream(p, std::ios::binary) << bytes;
-    std::string h = sha256_file(p);
-    std::remove(p.c_str());
-    return h;
-  };
-  CHECK(hash_of("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  CHECK(hash_of("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  // 56 bytes: the length no longer fits the first block.
-  CHECK(hash_of("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") ==
-        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-  CHECK(hash_of(std::string(1000000, 'a')) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
-  CHECK_THROWS_AS(sha256_file(temp_path("missing")), Error);
-}
-
 TEST_CASE("fid: statistics files round-trip; identities of different extractors do not match") {
   FeatureStats s;
   s.mu = vec({1.0, -2.0, 0.5});
@@ -141,4 +122,50 @@ TEST_CASE("fid: statistics files round-trip; identities of different extractors 
   CHECK(s.extractor.mismatch(other).empty());
   other.kind = "mdx-encoder";
   CHECK(!s.extractor.mismatch(other).empty());
+}
+
+TEST_CASE("fid: a statistics file whose sigma is not a covariance is refused") {
+  FeatureStats s;
+  s.mu = vec({0.0, 0.0});
+  s.count = 10;
+  s.extractor.kind = "torchscript", s.extractor.path = "x.pt", s.extractor.sha256 = std::string(64, 'a');
+  s.extractor.features = 2, s.extractor.size = 8, s.extractor.preprocessing = "test";
+  const std::string p = temp_path("bad-sigma.h5");
+  for (auto [sigma, says] : {std::pair{torch::tensor({1.0, 2.0, 2.0, 1.0}, torch::kDouble), "negative eigenvalue"},
+                             std::pair{torch::tensor({1.0, 0.5, 0.0, 1.0}, torch::kDouble), "not symmetric"}}) {
+    s.sigma = sigma.view({2, 2});
+    {
+      h5::Handle f = h5::create_file(p);
+      s.save(f);
+    }
+    CHECK_THROWS_WITH_AS(FeatureStats::load(p), doctest::Contains(says), Error);
+  }
+  s.sigma = torch::tensor({2.0, 1.0, 1.0, 2.0}, torch::kDouble).view({2, 2});  // eigenvalues 3 and 1
+  {
+    h5::Handle f = h5::create_file(p);
+    s.save(f);
+  }
+  CHECK(FeatureStats::load(p).count == 10);
+  std::remove(p.c_str());
+}
+
+TEST_CASE("fid: the report as JSON: a distance and two inputs, or null, a note and the saved statistics") {
+  FidReport r;
+  r.fid = 12.5;
+  r.inputs = {{"a.h5", "images", 100}, {"b.stats.h5", "stats", 2000}};
+  r.extractor.kind = "torchscript", r.extractor.path = "x.pt", r.extractor.sha256 = "ab12";
+  r.extractor.bytes = 9, r.extractor.features = 2, r.extractor.size = 28, r.extractor.preprocessing = "none";
+  r.device = "cpu", r.mdx_version = "0.1.0", r.mdx_commit = "abc";
+  const std::string tail =
+      ", \"extractor\": {\"kind\": \"torchscript\", \"path\": \"x.pt\", \"bytes\": 9, \"sha256\": \"ab12\", "
+      "\"features\": 2, \"size\": 28, \"preprocessing\": \"none\"}, \"device\": \"cpu\", \"mdx_version\": \"0.1.0\", "
+      "\"mdx_commit\": \"abc\"}";
+  CHECK(r.to_json() == "{\"fid\": 12.5, \"inputs\": [{\"path\": \"a.h5\", \"type\": \"images\", \"count\": 100}, "
+                       "{\"path\": \"b.stats.h5\", \"type\": \"stats\", \"count\": 2000}]" + tail);
+  r.fid.reset();
+  r.inputs.pop_back();
+  r.stats = "a.stats.h5";
+  CHECK(r.to_json() == "{\"fid\": null, \"note\": \"one input: statistics saved, no distance computed\", "
+                       "\"inputs\": [{\"path\": \"a.h5\", \"type\": \"images\", \"count\": 100}], "
+                       "\"stats\": \"a.stats.h5\"" + tail);
 }

@@ -1,26 +1,24 @@
 #include "mdx/eval/fid.h"
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
-#include <array>
 #include <cmath>
-#include <cstring>
 #include <fstream>
-#include <iostream>
 #include <memory>
 
 #include "mdx/eval/trained_model.h"
 #include "mdx/io/hdf5.h"
 #include "mdx/io/image_table.h"
-#include "mdx/tokenize/pca.h"
 #include "mdx/util/error.h"
 #include "mdx/util/json.h"
 #include "mdx/util/log.h"
 #include "mdx/util/output.h"
 #include "mdx/util/progress.h"
 #include "mdx/util/sha256.h"
+#include "mdx/util/statistics.h"
 
 namespace mdx {
 
@@ -49,12 +47,6 @@ void FidOptions::validate() const {
   if (inputs.size() == 1 && save_stats.empty())
     throw UsageError("one input: give a second one to compare with, or --save-stats FILE to save its statistics");
 }
-
-namespace {
-
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // Extractor identity and saved statistics.
@@ -151,6 +143,21 @@ FeatureStats FeatureStats::load(const std::string& path) {
                             fmt::join(s.sigma.sizes(), ","), F, F, F));
   if (!at::isfinite(s.mu).all().item<bool>() || !at::isfinite(s.sigma).all().item<bool>())
     throw Error(fmt::format("'{}': mu or sigma holds NaN or infinite values", path));
+  // A covariance is symmetric positive semi-definite; another matrix gives a meaningless (even
+  // negative) distance. Rounding is allowed for: relative asymmetry below 1e-6, and negative
+  // eigenvalues above -1e-6 of the largest or -1e-10 (a degenerate feature's variance computes
+  // as a tiny negative number).
+  {
+    at::Tensor sig = s.sigma.to(at::kDouble);
+    const double scale = std::max(sig.abs().max().item<double>(), 1e-300);
+    if ((sig - sig.t()).abs().max().item<double>() > 1e-6 * scale)
+      throw Error(fmt::format("'{}': sigma is not symmetric, so not a covariance", path));
+    at::Tensor ev = at::linalg_eigvalsh(sig);
+    const double low = ev.min().item<double>(), high = ev.max().item<double>();
+    if (low < -std::max(1e-6 * high, 1e-10))
+      throw Error(fmt::format("'{}': sigma has a negative eigenvalue ({:.3g}; largest {:.3g}), so it is not a "
+                              "covariance", path, low, high));
+  }
   if (h5::has_attr(f, "count")) {
     s.count = h5::read_attr_int(f, "count");
   } else if (h5::has(f, "count")) {  // h5py users may write it as a scalar dataset
@@ -240,6 +247,8 @@ double frechet_distance(const at::Tensor& mu1, const at::Tensor& sigma1, const a
 // Feature extractors: uint8 images [B,H,W,C] (CPU) -> float32 features [B,F] (CPU).
 
 namespace {
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
 class Extractor {
  public:
@@ -415,15 +424,34 @@ FeatureStats table_stats(const Side& side, Extractor& extract, int64_t batch) {
   return s;
 }
 
-std::string input_json(const Side& s) {
-  return fmt::format("{{\"path\": {}, \"type\": {}, \"count\": {}}}", json_string(s.path),
-                     json_string(s.table ? "images" : "stats"), s.stats.count);
+FidInput report_input(const Side& s) { return {s.path, s.table ? "images" : "stats", s.stats.count}; }
+
+std::string input_json(const FidInput& in) {
+  return fmt::format("{{\"path\": {}, \"type\": {}, \"count\": {}}}", json_string(in.path), json_string(in.type),
+                     in.count);
 }
 
 }  // namespace
 
-void fid(const FidOptions& opt, Provenance& prov) {
+std::string FidReport::to_json() const {
+  std::string inputs_json;
+  for (size_t i = 0; i < inputs.size(); ++i) inputs_json += (i ? ", " : "") + input_json(inputs[i]);
+  std::string s = "{";
+  if (fid)
+    s += fmt::format("\"fid\": {}, \"inputs\": [{}]", *fid, inputs_json);
+  else
+    s += fmt::format("\"fid\": null, \"note\": {}, \"inputs\": [{}]",
+                     json_string("one input: statistics saved, no distance computed"), inputs_json);
+  if (!stats.empty()) s += fmt::format(", \"stats\": {}", json_string(stats));
+  s += fmt::format(", \"extractor\": {}, \"device\": {}, \"mdx_version\": {}, \"mdx_commit\": {}}}", extractor.json(),
+                   json_string(device), json_string(mdx_version), json_string(mdx_commit));
+  return s;
+}
+
+FidReport fid(const FidOptions& opt, Provenance& prov) {
   opt.validate();
+  FilePlan().read(opt.inputs).read(opt.extractor, "--extractor").read(opt.encoder, "--encoder")
+      .write(opt.save_stats, "--save-stats").check();
   torch::NoGradGuard no_grad;
   std::unique_ptr<AtomicOutput> out;
   if (!opt.save_stats.empty()) out = std::make_unique<AtomicOutput>(opt.save_stats, opt.inputs);
@@ -507,20 +535,19 @@ void fid(const FidOptions& opt, Provenance& prov) {
     log("wrote {} ({} images, {} features)", opt.save_stats, s.stats.count, id.features);
   }
 
-  std::string report = "{";
+  FidReport report;
   if (sides.size() == 2) {
     const double d = frechet_distance(sides[0].stats.mu, sides[0].stats.sigma, sides[1].stats.mu,
                                       sides[1].stats.sigma);
     log("Fréchet distance {:.6f} ({} vs {} images)", d, sides[0].stats.count, sides[1].stats.count);
-    report += fmt::format("\"fid\": {}, \"inputs\": [{}, {}]", d, input_json(sides[0]), input_json(sides[1]));
-  } else {
-    report += fmt::format("\"fid\": null, \"note\": {}, \"inputs\": [{}]",
-                          json_string("one input: statistics saved, no distance computed"), input_json(sides[0]));
+    report.fid = d;
   }
-  if (!opt.save_stats.empty()) report += fmt::format(", \"stats\": {}", json_string(opt.save_stats));
-  report += fmt::format(", \"extractor\": {}, \"device\": {}, \"mdx_version\": {}, \"mdx_commit\": {}}}", id.json(),
-                        json_string(prov.device), json_string(version()), json_string(git_commit()));
-  std::cout << report << std::endl;
+  for (const auto& s : sides) report.inputs.push_back(report_input(s));
+  report.stats = opt.save_stats;
+  report.extractor = id;
+  report.device = prov.device;
+  report.mdx_version = version(), report.mdx_commit = git_commit();
+  return report;
 }
 
 }  // namespace mdx

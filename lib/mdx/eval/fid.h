@@ -3,15 +3,20 @@
 // a Local Nash Equilibrium", eq. 6), computed as pytorch-fid computes it. Features come from a
 // TorchScript module (pytorch-fid's Inception-v3 for standard FID) or from an mdx encoder; either
 // side may be an image table or saved statistics (SPEC "Files": `mu`, `sigma`, `count`, identity).
+// The tool prints the report as JSON on stdout.
 #pragma once
-#include <CLI/CLI.hpp>
 #include <hdf5.h>
 #include <torch/types.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "mdx/util/provenance.h"
+
+namespace CLI {
+class App;
+}
 
 namespace mdx {
 
@@ -67,7 +72,25 @@ struct FeatureStats {
 double frechet_distance(const at::Tensor& mu1, const at::Tensor& sigma1, const at::Tensor& mu2,
                         const at::Tensor& sigma2, double eps = 1e-6);
 
-// Prints the JSON report on stdout; writes --save-stats.
-void fid(const FidOptions& opt, Provenance& prov);
+// One input of the comparison, as the report describes it.
+struct FidInput {
+  std::string path, type;  // type: images | stats
+  int64_t count = 0;       // images behind its statistics
+};
+
+// What mdx-fid reports: the distance (none with one input, whose statistics are only saved), the
+// inputs, the extractor and the provenance.
+struct FidReport {
+  std::optional<double> fid;
+  std::vector<FidInput> inputs;
+  std::string stats;  // the --save-stats file, or ""
+  ExtractorIdentity extractor;
+  std::string device, mdx_version, mdx_commit;
+
+  std::string to_json() const;  // one line: what mdx-fid prints
+};
+
+// Computes the statistics of image-table inputs and the distance; writes --save-stats.
+FidReport fid(const FidOptions& opt, Provenance& prov);
 
 }  // namespace mdx

@@ -1,20 +1,18 @@
 #include "mdx/eval/probe.h"
 
-#include <ATen/Parallel.h>
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <iostream>
-#include <limits>
+#include <optional>
 #include <random>
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#endif
 #include <sstream>
 
+#include "mdx/eval/lbfgs.h"
+#include "mdx/eval/softmax.h"
 #include "mdx/io/hdf5.h"
 #include "mdx/util/error.h"
 #include "mdx/util/json.h"
@@ -23,386 +21,6 @@
 #include "mdx/util/signal.h"
 
 namespace mdx {
-
-// ---------------------------------------------------------------------------------------------------
-// L-BFGS
-
-namespace {
-
-double dot64(const at::Tensor& a, const at::Tensor& b) { return at::dot(a, b).item<double>(); }
-double max_abs64(const at::Tensor& a) { return a.numel() ? a.abs().max().item<double>() : 0.0; }
-
-// Minimizer of the cubic through (x1, f1, g1) and (x2, f2, g2), clamped to [lo, hi]; the midpoint
-// when the cubic has no minimizer.
-double cubic_min(double x1, double f1, double g1, double x2, double f2, double g2, double lo, double hi) {
-  double d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2);
-  double d2sq = d1 * d1 - g1 * g2;
-  if (d2sq < 0 || !std::isfinite(d2sq)) return (lo + hi) / 2;
-  double d2 = std::sqrt(d2sq);
-  double x = x1 <= x2 ? x2 - (x2 - x1) * (g2 + d2 - d1) / (g2 - g1 + 2 * d2)
-                      : x1 - (x1 - x2) * (g1 + d2 - d1) / (g1 - g2 + 2 * d2);
-  if (!std::isfinite(x)) return (lo + hi) / 2;
-  return std::min(std::max(x, lo), hi);
-}
-
-struct LinePoint {
-  double t, f, gtd;
-  at::Tensor g;
-};
-
-// Strong Wolfe line search along d from x (f0, g0): N&W algorithm 3.5 (bracketing by cubic
-// extrapolation) and 3.6 (zoom by safeguarded cubic interpolation). Returns the accepted point,
-// or the best point seen (t = 0 when none decreased f) after max_evals evaluations.
-LinePoint strong_wolfe(const Objective& f, const at::Tensor& x, double f0, const at::Tensor& g0, const at::Tensor& d,
-                       double t, int64_t& evaluations, double c1 = 1e-4, double c2 = 0.9, int max_evals = 25) {
-  const double gtd0 = dot64(g0, d);
-  auto eval = [&](double step) {
-    LinePoint p{step, 0, 0, at::empty_like(x)};
-    p.f = f(x + step * d, p.g);
-    p.gtd = dot64(p.g, d);
-    ++evaluations;
-    return p;
-  };
-  LinePoint prev{0, f0, gtd0, g0};
-  LinePoint best = prev;
-  LinePoint lo, hi;
-  bool bracketed = false;
-  int evals = 0;
-  while (evals < max_evals) {
-    LinePoint cur = eval(t);
-    ++evals;
-    if (std::isfinite(cur.f) && cur.f < best.f) best = cur;
-    if (!std::isfinite(cur.f) || cur.f > f0 + c1 * t * gtd0 || (evals > 1 && cur.f >= prev.f)) {
-      lo = prev, hi = cur, bracketed = true;
-      break;
-    }
-    if (std::abs(cur.gtd) <= -c2 * gtd0) return cur;
-    if (cur.gtd >= 0) {
-      lo = cur, hi = prev, bracketed = true;
-      break;
-    }
-    // Extrapolate: a cubic step at least 1.01x and at most 10x beyond the current one.
-    double next = cubic_min(prev.t, prev.f, prev.gtd, cur.t, cur.f, cur.gtd, cur.t + 0.01 * (cur.t - prev.t),
-                            cur.t * 10);
-    prev = cur;
-    t = next;
-  }
-  if (!bracketed) return best;
-  // Zoom: lo always satisfies the sufficient decrease condition and has the lower f.
-  while (evals < max_evals) {
-    double a = std::min(lo.t, hi.t), b = std::max(lo.t, hi.t);
-    if ((b - a) * std::abs(dot64(d, d)) < 1e-30 || b - a < 1e-12 * b) break;  // interval collapsed
-    double step = std::isfinite(hi.f) ? cubic_min(lo.t, lo.f, lo.gtd, hi.t, hi.f, hi.gtd, a, b) : (a + b) / 2;
-    // Safeguard: stay at least 10% of the interval away from its ends.
-    if (std::min(step - a, b - step) < 0.1 * (b - a)) step = (a + b) / 2;
-    LinePoint cur = eval(step);
-    ++evals;
-    if (std::isfinite(cur.f) && cur.f < best.f) best = cur;
-    if (!std::isfinite(cur.f) || cur.f > f0 + c1 * step * gtd0 || cur.f >= lo.f) {
-      hi = cur;
-    } else {
-      if (std::abs(cur.gtd) <= -c2 * gtd0) return cur;
-      if (cur.gtd * (hi.t - lo.t) >= 0) hi = lo;
-      lo = cur;
-    }
-  }
-  return best;
-}
-
-}  // namespace
-
-LbfgsResult lbfgs(const Objective& f, at::Tensor x0, const LbfgsOptions& opt, const Preconditioner& pre) {
-  LbfgsResult r;
-  at::Tensor x = x0.to(at::kDouble).contiguous().clone();
-  at::Tensor g = at::empty_like(x);
-  double fx = f(x, g);
-  r.evaluations = 1;
-  if (!std::isfinite(fx)) throw Error("L-BFGS: the objective is not finite at the starting point");
-  std::vector<at::Tensor> S, Y;
-  std::vector<double> rho;
-  double gamma = 1;  // scale of H0, s'y / y'H0y of the newest pair (N&W eq. 7.20)
-  auto h0 = [&](const at::Tensor& v) { return pre ? pre(v) : v; };
-  r.stop = "iteration limit";
-  for (; r.iterations < opt.max_iter; ++r.iterations) {
-    if (max_abs64(g) <= opt.gtol) {
-      r.converged = true;
-      r.stop = "gradient below tolerance";
-      break;
-    }
-    check_interrupt();
-    // Two-loop recursion (N&W algorithm 7.4): d = -H g.
-    at::Tensor q = g.clone();
-    std::vector<double> alpha(S.size());
-    for (size_t i = S.size(); i-- > 0;) {
-      alpha[i] = rho[i] * dot64(S[i], q);
-      q.sub_(Y[i], alpha[i]);
-    }
-    at::Tensor d = h0(q).mul_(gamma);
-    for (size_t i = 0; i < S.size(); ++i) {
-      double beta = rho[i] * dot64(Y[i], d);
-      d.add_(S[i], alpha[i] - beta);
-    }
-    d.neg_();
-    double gtd = dot64(g, d);
-    if (!(gtd < 0)) {  // rounding broke descent: restart from the (preconditioned) gradient
-      S.clear(), Y.clear(), rho.clear();
-      gamma = 1;
-      d = -h0(g);
-      gtd = dot64(g, d);
-      if (!(gtd < 0)) {
-        r.stop = "no descent direction";
-        break;
-      }
-    }
-    // The first step of an unpreconditioned start is scaled so that it moves by at most ~1.
-    double t = (r.iterations == 0 && !pre) ? std::min(1.0, 1.0 / g.abs().sum().item<double>()) : 1.0;
-    LinePoint p = strong_wolfe(f, x, fx, g, d, t, r.evaluations);
-    if (p.t == 0) {
-      r.stop = "line search found no decrease";
-      r.converged = max_abs64(g) <= 10 * opt.gtol;
-      break;
-    }
-    at::Tensor s = p.t * d, y = p.g - g;
-    const double ys = dot64(y, s);
-    const double f_old = fx;
-    x.add_(s);
-    fx = p.f;
-    g = p.g;
-    if (ys > 1e-10 * std::sqrt(dot64(s, s) * dot64(y, y))) {  // keep the pair only when curvature is positive
-      if (static_cast<int64_t>(S.size()) == opt.history) S.erase(S.begin()), Y.erase(Y.begin()), rho.erase(rho.begin());
-      S.push_back(s), Y.push_back(y), rho.push_back(1 / ys);
-      gamma = ys / dot64(y, h0(y));
-    }
-    if (f_old - fx <= opt.ftol * std::max({std::abs(f_old), std::abs(fx), 1.0})) {
-      ++r.iterations;
-      r.converged = true;
-      r.stop = "relative decrease below tolerance";
-      break;
-    }
-  }
-  r.x = x;
-  r.f = fx;
-  r.grad_max = max_abs64(g);
-  return r;
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Multinomial logistic regression
-
-namespace {
-// Rows per block of the loss/gradient pass: a block of x stays in cache between the two products
-// that read it (logits, then the gradient), so x streams from memory once per evaluation.
-constexpr int64_t kRowBlock = 1024;
-// The rows are cut into this many contiguous chunks, one task each, whose sums are added in chunk
-// order: the result does not depend on the number of threads.
-constexpr int64_t kChunks = 16;
-
-// z [n,K] (logits) becomes softmax(z) - onehot(y), the gradient of the summed loss w.r.t. the
-// logits; returns the summed loss. Per row in float64.
-double softmax_residual(float* z, const int64_t* y, int64_t n, int64_t K) {
-  double loss = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    float* row = z + i * K;
-    const float m = *std::max_element(row, row + K);
-    double sum = 0;
-    for (int64_t c = 0; c < K; ++c) sum += std::exp(static_cast<double>(row[c] - m));
-    const double lse = m + std::log(sum);
-    loss += lse - row[y[i]];
-    for (int64_t c = 0; c < K; ++c) row[c] = static_cast<float>(std::exp(row[c] - lse));
-    row[y[i]] -= 1;
-  }
-  return loss;
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define MDX_PROBE_AVX2 1
-// A few classes (K <= kMaxAvx2Classes) make both products of the pass skinny matrix products,
-// which OpenBLAS runs at a fraction of its speed (60000x784 by 784x10: ~10 GFLOP/s on one core);
-// these two AVX2 kernels do the same arithmetic 3-5x faster, and are chosen at run time where the
-// CPU has AVX2 and FMA.
-constexpr int64_t kMaxAvx2Classes = 64;
-
-bool have_avx2() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-}
-
-__attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// z[r][c] = b[c] + x_r . wt_c for R rows of x and C rows of wt (both of stride F); z has stride K.
-template <int R, int C>
-__attribute__((target("avx2,fma"))) inline void logits_tile(const float* x, const float* wt, const float* b, int64_t F,
-                                                            int64_t K, float* z) {
-  __m256 acc[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
-  int64_t f = 0;
-  for (; f + 8 <= F; f += 8) {
-    __m256 w[C];
-    for (int c = 0; c < C; ++c) w[c] = _mm256_loadu_ps(wt + c * F + f);
-    for (int r = 0; r < R; ++r) {
-      const __m256 v = _mm256_loadu_ps(x + r * F + f);
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm256_fmadd_ps(v, w[c], acc[r][c]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) {
-      float s = hsum(acc[r][c]);
-      for (int64_t g = f; g < F; ++g) s += x[r * F + g] * wt[c * F + g];
-      z[r * K + c] = b[c] + s;
-    }
-}
-
-__attribute__((target("avx2,fma"))) void logits_avx2(const float* x, int64_t n, int64_t F, const float* wt,
-                                                     const float* b, int64_t K, float* z) {
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    int64_t c = 0;
-    for (; c + 2 <= K; c += 2) logits_tile<4, 2>(x + i * F, wt + c * F, b + c, F, K, z + i * K + c);
-    for (; c < K; ++c) logits_tile<4, 1>(x + i * F, wt + c * F, b + c, F, K, z + i * K + c);
-  }
-  for (; i < n; ++i)
-    for (int64_t c = 0; c < K; ++c) logits_tile<1, 1>(x + i * F, wt + c * F, b + c, F, K, z + i * K + c);
-}
-
-// gt[c] += sum_r p[r][c] x_r for R rows of x (stride F) and p (stride K), every class c.
-template <int R>
-__attribute__((target("avx2,fma"))) inline void gradient_tile(const float* x, const float* p, int64_t F, int64_t K,
-                                                              float* gt) {
-  for (int64_t c = 0; c < K; ++c) {
-    __m256 s[R];
-    for (int r = 0; r < R; ++r) s[r] = _mm256_set1_ps(p[r * K + c]);
-    float* g = gt + c * F;
-    int64_t f = 0;
-    for (; f + 8 <= F; f += 8) {
-      __m256 acc = _mm256_loadu_ps(g + f);
-      for (int r = 0; r < R; ++r) acc = _mm256_fmadd_ps(s[r], _mm256_loadu_ps(x + r * F + f), acc);
-      _mm256_storeu_ps(g + f, acc);
-    }
-    for (; f < F; ++f)
-      for (int r = 0; r < R; ++r) g[f] += p[r * K + c] * x[r * F + f];
-  }
-}
-
-__attribute__((target("avx2,fma"))) void gradient_avx2(const float* x, int64_t n, int64_t F, const float* p, int64_t K,
-                                                       float* gt) {
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) gradient_tile<8>(x + i * F, p + i * K, F, K, gt);
-  for (; i < n; ++i) gradient_tile<1>(x + i * F, p + i * K, F, K, gt);
-}
-#endif
-}  // namespace
-
-SoftmaxObjective::SoftmaxObjective(at::Tensor x, at::Tensor labels, int64_t classes, double lambda)
-    : x_(x.to(at::kFloat).contiguous()), labels_(labels.to(at::kLong).contiguous()), rows_(x_.size(0)),
-      features_(x_.size(1)), classes_(classes), lambda_(lambda) {}
-
-// float32 for the products over the rows (the passes over x are memory-bound, and float32 halves
-// the traffic), float64 for theta, the reductions and everything L-BFGS sees, so that the line
-// search compares losses that differ in the 7th digit reliably.
-double SoftmaxObjective::operator()(const at::Tensor& theta, at::Tensor& grad) const {
-  const int64_t F = features_, K = classes_;
-  at::Tensor W = theta.slice(0, 0, F * K).view({F, K});
-  at::Tensor b = theta.slice(0, F * K);
-  at::Tensor b32 = b.to(at::kFloat).contiguous();
-  const int64_t* y = labels_.data_ptr<int64_t>();
-  const int64_t blocks = (rows_ + kRowBlock - 1) / kRowBlock, chunks = std::min(kChunks, blocks);
-  // Per chunk: the summed loss, and the summed gradient w.r.t. (W', b) as [K, F+1].
-  std::vector<double> chunk_loss(static_cast<size_t>(chunks), 0.0);
-  at::Tensor chunk_grad = at::zeros({chunks, K, F + 1}, at::kDouble);
-#ifdef MDX_PROBE_AVX2
-  if (K <= kMaxAvx2Classes && have_avx2()) {
-    at::Tensor wt = W.t().to(at::kFloat).contiguous();  // [K,F]: the kernels read rows of weights
-    const float* wp = wt.data_ptr<float>();
-    const float* bp = b32.data_ptr<float>();
-    const float* xp = x_.data_ptr<float>();
-    at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-      std::vector<float> z(static_cast<size_t>(kRowBlock * K)), gt(static_cast<size_t>(K * F));
-      for (int64_t chunk = c0; chunk < c1; ++chunk) {
-        double* acc = chunk_grad.data_ptr<double>() + chunk * K * (F + 1);
-        for (int64_t blk = blocks * chunk / chunks; blk < blocks * (chunk + 1) / chunks; ++blk) {
-          const int64_t start = blk * kRowBlock, n = std::min(kRowBlock, rows_ - start);
-          logits_avx2(xp + start * F, n, F, wp, bp, K, z.data());
-          chunk_loss[chunk] += softmax_residual(z.data(), y + start, n, K);
-          std::fill(gt.begin(), gt.end(), 0.0f);
-          gradient_avx2(xp + start * F, n, F, z.data(), K, gt.data());
-          for (int64_t c = 0; c < K; ++c) {
-            for (int64_t f = 0; f < F; ++f) acc[c * (F + 1) + f] += gt[c * F + f];
-            for (int64_t i = 0; i < n; ++i) acc[c * (F + 1) + F] += z[i * K + c];
-          }
-        }
-      }
-    });
-  } else
-#endif
-  {
-    // Any CPU, any K: BLAS products per block, blocks in order.
-    at::Tensor W32 = W.to(at::kFloat);
-    at::Tensor z = at::empty({kRowBlock, K}, at::kFloat), gblock = at::empty({F, K}, at::kFloat);
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      at::Tensor acc = chunk_grad[chunk];
-      for (int64_t blk = blocks * chunk / chunks; blk < blocks * (chunk + 1) / chunks; ++blk) {
-        const int64_t start = blk * kRowBlock, n = std::min(kRowBlock, rows_ - start);
-        at::Tensor xb = x_.slice(0, start, start + n), zb = z.slice(0, 0, n);
-        at::addmm_out(zb, b32, xb, W32);
-        chunk_loss[chunk] += softmax_residual(zb.data_ptr<float>(), y + start, n, K);
-        at::mm_out(gblock, xb.t(), zb);
-        acc.slice(1, 0, F).add_(gblock.t());
-        acc.select(1, F).add_(zb.sum(0, false, at::kDouble));
-      }
-    }
-  }
-  double loss = 0;
-  for (double l : chunk_loss) loss += l;
-  at::Tensor g = chunk_grad.sum(0);  // [K, F+1]
-  const double inv = 1.0 / static_cast<double>(rows_);
-  at::Tensor gW = g.slice(1, 0, F).t().mul(inv).add_(W, lambda_);
-  at::Tensor gb = g.select(1, F).mul(inv);
-  grad = at::cat({gW.contiguous().view({-1}), gb});
-  return loss * inv + 0.5 * lambda_ * W.square().sum().item<double>();
-}
-
-SoftmaxPreconditioner::SoftmaxPreconditioner(const at::Tensor& x, int64_t classes)
-    : features_(x.size(1)), classes_(classes) {
-  // Every row: the weak directions, where lambda matters, are poorly estimated from a sample
-  // (8192 of 60000 Fashion-MNIST rows cost 60% more iterations).
-  const int64_t n = x.size(0), F = features_;
-  sigma_ = at::zeros({F, F}, at::kDouble);
-  for (int64_t start = 0; start < n; start += 8 * kRowBlock) {
-    at::Tensor xb = x.slice(0, start, std::min(n, start + 8 * kRowBlock));
-    sigma_.add_(at::mm(xb.t(), xb).to(at::kDouble));
-  }
-  sigma_.div_(static_cast<double>(std::max<int64_t>(n, 1)));
-  // A direction that neither the data nor the penalty curves (lambda = 0 and a constant feature)
-  // gets a curvature 1e-6 of the average one, so that the system is always positive definite.
-  jitter_ = 1e-6 * std::max(sigma_.diagonal().mean().item<double>(), 1e-300) / static_cast<double>(classes_);
-}
-
-// Cholesky of c Sigma + lambda I per lambda (LAPACK's blocked potrf, milliseconds for F ~ 1000,
-// where an eigen-decomposition through the reference LAPACK takes seconds).
-Preconditioner SoftmaxPreconditioner::operator()(double lambda) const {
-  const int64_t F = features_, K = classes_;
-  const double c = 1.0 / static_cast<double>(K);
-  at::Tensor m = sigma_ * c;
-  m.diagonal().add_(lambda + jitter_);
-  at::Tensor L = at::linalg_cholesky(m);
-  return [L, F, K, c](const at::Tensor& v) {
-    at::Tensor w = at::cholesky_solve(v.slice(0, 0, F * K).view({F, K}), L);
-    return at::cat({w.reshape({-1}), v.slice(0, F * K) / c});
-  };
-}
-
-at::Tensor softmax_logits(const at::Tensor& x, const at::Tensor& theta, int64_t classes) {
-  const int64_t F = x.size(1);
-  at::Tensor W = theta.slice(0, 0, F * classes).view({F, classes}).to(at::kFloat);
-  at::Tensor b = theta.slice(0, F * classes).to(at::kFloat);
-  return at::addmm(b, x.to(at::kFloat), W);
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Ridge and k-NN
@@ -428,9 +46,15 @@ std::pair<at::Tensor, at::Tensor> fit_ridge(const at::Tensor& x, const at::Tenso
 
 at::Tensor knn_scores(const at::Tensor& train, const at::Tensor& train_labels, const at::Tensor& test,
                       int64_t classes, int64_t k, int64_t batch) {
-  // Cosine similarity as dot products divided by the norms afterwards: no normalized copy of the
-  // training table.
-  at::Tensor a = train.to(at::kFloat), q = test.to(at::kFloat);
+  // Cosine similarity as dot products divided by the norms afterwards. Each table is first divided
+  // by its largest magnitude (cosines do not change), so that float32 norms and products neither
+  // overflow (features of 1e20) nor underflow (1e-25).
+  auto unit_scale = [](const at::Tensor& x) {
+    at::Tensor f = x.to(at::kFloat);
+    const double m = x.numel() > 0 ? f.abs().max().item<double>() : 1.0;
+    return m > 0 && std::isfinite(m) ? f / m : f;
+  };
+  at::Tensor a = unit_scale(train), q = unit_scale(test);
   at::Tensor an = a.norm(2, {1}).clamp_min(1e-12), qn = q.norm(2, {1}).clamp_min(1e-12);
   at::Tensor labels = train_labels.to(at::kLong);
   const int64_t kk = std::min<int64_t>(k, a.size(0));
@@ -451,7 +75,9 @@ at::Tensor label_rank(const at::Tensor& scores, const at::Tensor& labels) {
   at::Tensor y = labels.to(at::kLong).unsqueeze(1);
   at::Tensor own = scores.gather(1, y);
   at::Tensor index = at::arange(scores.size(1), at::kLong).unsqueeze(0);
-  return ((scores > own) | ((scores == own) & (index < y))).sum(1);
+  at::Tensor rank = ((scores > own) | ((scores == own) & (index < y))).sum(1);
+  // A NaN score is never a hit: it ranks last.
+  return at::where(own.squeeze(1).isnan(), at::full_like(rank, scores.size(1)), rank);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -517,8 +143,6 @@ void ProbeOptions::validate() const {
 }
 
 namespace {
-
-
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -765,19 +389,49 @@ ProbeResult run_knn(const ProbeOptions& opt, const at::Tensor& x, const at::Tens
   return r;
 }
 
-std::string json_list(const at::Tensor& t) {  // 1-D int64
+std::vector<int64_t> int64_list(const at::Tensor& t) {  // 1-D int64
+  std::vector<int64_t> v;
+  for (int64_t i = 0; i < t.size(0); ++i) v.push_back(t[i].item<int64_t>());
+  return v;
+}
+
+std::string json_list(const std::vector<int64_t>& v) {
   std::string s = "[";
-  for (int64_t i = 0; i < t.size(0); ++i) s += (i ? ", " : "") + std::to_string(t[i].item<int64_t>());
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
   return s + "]";
 }
 
 }  // namespace
 
-void probe(const ProbeOptions& opt, Provenance& prov) {
+std::string ProbeReport::to_json() const {
+  std::string per_class, conf_rows, names;
+  for (size_t c = 0; c < per_class_accuracy.size(); ++c) {
+    const std::optional<double>& a = per_class_accuracy[c];
+    per_class += fmt::format("{}{}", c ? ", " : "", a ? json_number(*a) : "null");
+  }
+  for (size_t c = 0; c < confusion.size(); ++c)
+    conf_rows += fmt::format("{}{}", c ? ", " : "", json_list(confusion[c]));
+  for (size_t i = 0; i < label_names.size(); ++i) names += (i ? ", " : "") + json_string(label_names[i]);
+  auto input_json = [](const ProbeInput& in) {
+    return fmt::format("{{\"path\": {}, \"kind\": {}, \"rows\": {}, \"used_rows\": {}}}", json_string(in.path),
+                       json_string(in.kind), in.rows, in.used_rows);
+  };
+  return fmt::format(
+      "{{\"method\": {}, \"top1\": {}, \"top5\": {}, \"per_class_accuracy\": [{}], \"test_counts\": {}, "
+      "\"confusion\": [{}], \"classes\": {}, \"label_names\": {}, \"features\": {}, \"train_rows\": {}, "
+      "\"test_rows\": {}, \"shots\": {}, \"hyperparameters\": {}, \"train\": {}, \"test\": {}, \"seed\": {}, "
+      "\"mdx_version\": {}, \"mdx_commit\": {}}}",
+      json_string(method), json_number(top1), json_number(top5), per_class, json_list(test_counts), conf_rows, classes,
+      label_names.empty() ? "null" : "[" + names + "]", features, train_rows, test_rows, shots, hyperparameters,
+      input_json(train), input_json(test), seed, json_string(mdx_version), json_string(mdx_commit));
+}
+
+ProbeReport probe(const ProbeOptions& opt, Provenance& prov) {
   opt.validate();
   const auto start = Clock::now();
   std::unique_ptr<AtomicOutput> out;
-  if (!opt.output.empty()) out = std::make_unique<AtomicOutput>(opt.output, std::vector<std::string>{opt.train, opt.test});
+  if (!opt.output.empty())
+    out = std::make_unique<AtomicOutput>(opt.output, std::vector<std::string>{opt.train, opt.test});
   Features train = read_features(opt.train);
   Features test = read_features(opt.test);
   prov.add_input(opt.train, train.history);
@@ -833,30 +487,25 @@ void probe(const ProbeOptions& opt, Provenance& prov) {
   const double top5 = (rank < 5).to(at::kDouble).mean().item<double>();
   at::Tensor confusion = at::zeros({K * K}, at::kLong).index_add_(0, test.labels * K + pred, at::ones_like(pred))
                              .view({K, K});
-  at::Tensor test_counts = confusion.sum(1);
-  std::string per_class, conf_rows;
+  ProbeReport report;
+  report.method = opt.method;
+  report.top1 = top1, report.top5 = top5;
+  report.test_counts = int64_list(confusion.sum(1));
   for (int64_t c = 0; c < K; ++c) {
-    const int64_t n = test_counts[c].item<int64_t>();
-    per_class += fmt::format("{}{}", c ? ", " : "",
-                             n ? json_number(static_cast<double>(confusion[c][c].item<int64_t>()) / n) : "null");
-    conf_rows += fmt::format("{}{}", c ? ", " : "", json_list(confusion[c]));
+    const int64_t n = report.test_counts[c];
+    std::optional<double> share;
+    if (n) share = static_cast<double>(confusion[c][c].item<int64_t>()) / n;
+    report.per_class_accuracy.push_back(share);
+    report.confusion.push_back(int64_list(confusion[c]));
   }
-  std::string names_json;
-  for (size_t i = 0; i < names.size() && static_cast<int64_t>(i) < K; ++i)
-    names_json += (i ? ", " : "") + json_string(names[i]);
-  auto input_json = [](const Features& f, int64_t used) {
-    return fmt::format("{{\"path\": {}, \"kind\": {}, \"rows\": {}, \"used_rows\": {}}}", json_string(f.path),
-                       json_string(f.kind), f.x.size(0), used);
-  };
-  std::string report = fmt::format(
-      "{{\"method\": {}, \"top1\": {}, \"top5\": {}, \"per_class_accuracy\": [{}], \"test_counts\": {}, "
-      "\"confusion\": [{}], \"classes\": {}, \"label_names\": {}, \"features\": {}, \"train_rows\": {}, "
-      "\"test_rows\": {}, \"shots\": {}, \"hyperparameters\": {}, \"train\": {}, \"test\": {}, \"seed\": {}, "
-      "\"mdx_version\": {}, \"mdx_commit\": {}}}",
-      json_string(opt.method), json_number(top1), json_number(top5), per_class, json_list(test_counts), conf_rows, K,
-      names.empty() ? "null" : "[" + names_json + "]", F, x.size(0), test.x.size(0), opt.shots, r.hyper_json,
-      input_json(train, x.size(0)), input_json(test, test.x.size(0)), prov.seed, json_string(version()),
-      json_string(git_commit()));
+  report.classes = K, report.features = F;
+  report.train_rows = x.size(0), report.test_rows = test.x.size(0), report.shots = opt.shots;
+  if (!names.empty()) report.label_names.assign(names.begin(), names.begin() + K);
+  report.hyperparameters = r.hyper_json;
+  report.train = {train.path, train.kind, train.x.size(0), x.size(0)};
+  report.test = {test.path, test.kind, test.x.size(0), test.x.size(0)};
+  report.seed = prov.seed;
+  report.mdx_version = version(), report.mdx_commit = git_commit();
   log("top-1 {:.4f}, top-5 {:.4f} on {} test rows ({:.1f} s)", top1, top5, test.x.size(0), seconds_since(start));
 
   if (out) {
@@ -883,7 +532,7 @@ void probe(const ProbeOptions& opt, Provenance& prov) {
     out->commit();
     log("wrote {}", opt.output);
   }
-  std::cout << report << std::endl;
+  return report;
 }
 
 }  // namespace mdx

@@ -106,25 +106,6 @@ void PcaTokenizer::save(hid_t file) const {
   h5::write_attr(file, "patch_layout", std::string("row-major (y, x, channel) within a p x p patch"));
 }
 
-CovarianceAccumulator::CovarianceAccumulator(int64_t dim)
-    : sum_(at::zeros({dim}, at::kDouble)), outer_(at::zeros({dim, dim}, at::kDouble)) {}
-
-void CovarianceAccumulator::add(const at::Tensor& rows) {
-  at::Tensor x = rows.to(at::kDouble);
-  sum_ += x.sum(0);
-  outer_.addmm_(x.t(), x);
-  count_ += x.size(0);
-}
-
-at::Tensor CovarianceAccumulator::mean() const { return sum_ / static_cast<double>(std::max<int64_t>(count_, 1)); }
-
-at::Tensor CovarianceAccumulator::covariance(bool center) const {
-  if (count_ < 2) throw Error("PCA needs at least 2 patches, got " + std::to_string(count_));
-  at::Tensor m = mean();
-  at::Tensor s = center ? outer_ - static_cast<double>(count_) * at::outer(m, m) : outer_.clone();
-  return s / static_cast<double>(count_ - 1);
-}
-
 PcaTokenizer fit_pca(const CovarianceAccumulator& acc, bool center, int64_t patch, int64_t channels, int64_t dim,
                      double variance) {
   at::Tensor cov = acc.covariance(center);

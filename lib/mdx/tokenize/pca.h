@@ -10,6 +10,7 @@
 #include <string>
 
 #include "mdx/tokenize/tokenizer.h"
+#include "mdx/util/statistics.h"
 
 namespace mdx {
 
@@ -40,20 +41,6 @@ class PcaTokenizer : public Tokenizer {
 
  protected:
   void hash_contents(const std::function<void(const void*, size_t)>& add) const override;
-};
-
-// Streams rows of patches and accumulates their float64 sum and sum of outer products.
-class CovarianceAccumulator {
- public:
-  explicit CovarianceAccumulator(int64_t dim);
-  void add(const at::Tensor& rows);  // [n, D], any floating type
-  int64_t count() const { return count_; }
-  at::Tensor mean() const;                    // [D]
-  at::Tensor covariance(bool center) const;  // [D, D], divided by n - 1 (numpy.cov's default)
-
- private:
-  at::Tensor sum_, outer_;
-  int64_t count_ = 0;
 };
 
 // Eigen-decomposition of the accumulated covariance: components sorted by decreasing variance,
