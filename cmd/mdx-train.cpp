@@ -1,4 +1,6 @@
 // mdx-train: image table(s) -> checkpoint, under the umd, mae, ldae or dit objective.
+#include <iostream>
+
 #include "mdx/train/train.h"
 #include "mdx/util/tool.h"
 
@@ -14,5 +16,7 @@ int main(int argc, char** argv) {
                  "      --ema 0.9999 --steps 20000 -o gen.ckpt.h5     # UMD's generation fine-tune\n");
   mdx::TrainOptions opt;
   opt.add_to(tool.app());
-  return tool.run(argc, argv, [&](mdx::Provenance& prov) { mdx::train(opt, prov); });
+  return tool.run(argc, argv, [&](mdx::Provenance& prov) {
+    if (auto benchmark = mdx::train(opt, prov)) std::cout << benchmark->to_json() << std::endl;
+  });
 }

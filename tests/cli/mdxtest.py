@@ -48,6 +48,14 @@ class ToolTest(unittest.TestCase):
         assert r.returncode == 0, r.stderr
         return table
 
+    @classmethod
+    def pca_table(cls, table, dim, patch=4):
+        """A PCA tokenizer of `table` in the class's directory."""
+        pca = os.path.join(cls.shared, f"pca-{dim}.h5")
+        r = run("mdx-pca-fit", "-q", table, "--patch", patch, "--dim", dim, "-o", pca)
+        assert r.returncode == 0, r.stderr
+        return pca
+
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="mdx-cli-")
 

@@ -23,8 +23,7 @@ class Files(ToolTest):
     def setUpClass(cls):
         super().setUpClass()
         cls.table = cls.fmnist_table(64)
-        cls.pca = os.path.join(cls.shared, "pca.h5")
-        assert run("mdx-pca-fit", "-q", cls.table, "--patch", 4, "--dim", 4, "-o", cls.pca).returncode == 0
+        cls.pca = cls.pca_table(cls.table, 4)
         cls.ckpt = os.path.join(cls.shared, "gen.h5")
         r = run("mdx-train", cls.table, "--objective", "dit", "--class-cond", "--steps", 1, "-o", cls.ckpt, *TINY)
         assert r.returncode == 0, r.stderr

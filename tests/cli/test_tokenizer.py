@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mdxtest import ToolTest, run  # noqa: E402
+from mdxtest import ToolTest  # noqa: E402
 
 TINY = ["--dim", "32", "--depth", "1", "--decoder-depth", "1", "--heads", "2", "--batch", "16", "--threads", "1",
         "-q"]
@@ -22,9 +22,7 @@ class CarriedTokenizer(ToolTest):
     def setUpClass(cls):
         super().setUpClass()
         cls.table = cls.fmnist_table(256)
-        cls.pca = os.path.join(cls.shared, "pca.h5")
-        r = run("mdx-pca-fit", "-q", cls.table, "--patch", 4, "--dim", 6, "-o", cls.pca)
-        assert r.returncode == 0, r.stderr
+        cls.pca = cls.pca_table(cls.table, 6)
 
     def embed(self, ckpt, out, *extra):
         # Mean pooling: after a few steps the CLS outputs hardly depend on the input yet (adaLN-Zero).

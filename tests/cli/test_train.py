@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mdxtest import FMNIST, ToolTest, run, tool  # noqa: E402
+from mdxtest import FMNIST, ToolTest, tool  # noqa: E402
 
 # A model small enough for 2 CPU cores: 64 wide, 2 + 1 blocks, 7x7 tokens of 4x4 pixels.
 SMALL = ["--dim", "64", "--depth", "2", "--decoder-depth", "1", "--heads", "4", "--batch", "32", "--threads", "1"]
@@ -37,9 +37,7 @@ class Train(ToolTest):
     def setUpClass(cls):
         super().setUpClass()
         cls.table = cls.fmnist_table(2000)
-        cls.pca = os.path.join(cls.shared, "pca.h5")
-        r = run("mdx-pca-fit", "-q", cls.table, "--patch", 4, "--dim", 8, "-o", cls.pca)
-        assert r.returncode == 0, r.stderr
+        cls.pca = cls.pca_table(cls.table, 8)
 
     def train(self, out, *args):
         return self.ok("mdx-train", self.table, "-o", out, *SMALL, *args)

@@ -201,7 +201,7 @@ class Trainer {
         parameter_count() / 1e6, model_cfg_.dim, model_cfg_.depth, model_cfg_.decoder_depth, total_, opt.optim.batch, spe_, opt.optim.base_lr(), prov.device);
   }
 
-  void run() {
+  std::optional<TrainBenchmark> run() {
     if (opt_.run.benchmark > 0) return benchmark();
     std::ofstream metrics;
     if (writer()) {
@@ -240,10 +240,11 @@ class Trainer {
       progress.advance();
     }
     progress.finish();
-    if (!writer()) return;
+    if (!writer()) return std::nullopt;
     preview();
     save();
     log("wrote {} (step {}); metrics in {}", opt_.run.output, step_, beside(opt_.run.output, ".metrics.jsonl"));
+    return std::nullopt;
   }
 
  private:
@@ -482,7 +483,7 @@ class Trainer {
     save_checkpoint(opt_.run.output, s, prov_, inputs);
   }
 
-  void benchmark() {
+  TrainBenchmark benchmark() {
     const int64_t warm = 3, n = opt_.run.benchmark;
     for (int64_t i = 0; i < warm; ++i, ++step_) train_step();
     if (device_.is_cuda()) compat::synchronize(device_);
@@ -495,21 +496,18 @@ class Trainer {
       flops += last_flops_;
     }
     if (device_.is_cuda()) compat::synchronize(device_);
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double images = static_cast<double>(n * opt_.optim.batch);
-    const double tflops = flops / secs / 1e12;
-    double peak = opt_.run.peak_tflops > 0 ? opt_.run.peak_tflops : compat::peak_tflops(device_);
-    std::cout << fmt::format(
-                     R"({{"tool": "mdx-train", "commit": "{}", "libtorch": "{}", "device": "{}", "objective": "{}", )"
-                     R"("model": "{}", "parameters": {}, "batch": {}, "steps": {}, "seconds": {:.4f}, )"
-                     R"("step_ms": {:.3f}, "images_per_s": {:.2f}, "encoder_tokens_per_s": {:.1f}, )"
-                     R"("tflops": {:.4f}, "mfu": {}, "peak_memory_mib": {:.1f}, "threads": {}}})",
-                     git_commit(), libtorch_version(), prov_.device, objective_->name(), model_cfg_.preset,
-                     parameter_count(), opt_.optim.batch, n, secs, 1000 * secs / n, images / secs,
-                     static_cast<double>(kept_tokens) / secs, tflops,
-                     peak > 0 ? fmt::format("{:.4f}", tflops / peak) : std::string("null"),
-                     device_.is_cuda() ? compat::peak_memory_mib(device_) : peak_rss_mib(), at::get_num_threads())
-              << std::endl;
+    TrainBenchmark r;
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    r.commit = git_commit(), r.libtorch = libtorch_version(), r.device = prov_.device;
+    r.objective = objective_->name(), r.model = model_cfg_.preset;
+    r.parameters = parameter_count(), r.batch = opt_.optim.batch, r.steps = n, r.threads = at::get_num_threads();
+    r.images_per_s = static_cast<double>(n * opt_.optim.batch) / r.seconds;
+    r.encoder_tokens_per_s = static_cast<double>(kept_tokens) / r.seconds;
+    r.tflops = flops / r.seconds / 1e12;
+    const double peak = opt_.run.peak_tflops > 0 ? opt_.run.peak_tflops : compat::peak_tflops(device_);
+    if (peak > 0) r.mfu = r.tflops / peak;
+    r.peak_memory_mib = device_.is_cuda() ? compat::peak_memory_mib(device_) : peak_rss_mib();
+    return r;
   }
 
   // Sums the gradients, the loss terms and the stop flag over the processes: the losses are
@@ -592,7 +590,18 @@ class Trainer {
 
 }  // namespace
 
-void train(const TrainOptions& opt, Provenance& prov) {
+std::string TrainBenchmark::to_json() const {
+  return fmt::format(R"({{"tool": "mdx-train", "commit": "{}", "libtorch": "{}", "device": "{}", "objective": "{}", )"
+                     R"("model": "{}", "parameters": {}, "batch": {}, "steps": {}, "seconds": {:.4f}, )"
+                     R"("step_ms": {:.3f}, "images_per_s": {:.2f}, "encoder_tokens_per_s": {:.1f}, )"
+                     R"("tflops": {:.4f}, "mfu": {}, "peak_memory_mib": {:.1f}, "threads": {}}})",
+                     commit, libtorch, device, objective, model, parameters, batch, steps, seconds,
+                     1000 * seconds / static_cast<double>(std::max<int64_t>(steps, 1)), images_per_s,
+                     encoder_tokens_per_s, tflops, mfu ? fmt::format("{:.4f}", *mfu) : std::string("null"),
+                     peak_memory_mib, threads);
+}
+
+std::optional<TrainBenchmark> train(const TrainOptions& opt, Provenance& prov) {
   std::unique_ptr<Trainer> trainer;
   try {
     trainer = std::make_unique<Trainer>(opt, prov);
@@ -604,7 +613,7 @@ void train(const TrainOptions& opt, Provenance& prov) {
                                       opt.run.output)
                         : std::string("interrupted by a signal while loading, before the first step; nothing written"));
   }
-  trainer->run();
+  return trainer->run();
 }
 
 }  // namespace mdx

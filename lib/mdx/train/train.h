@@ -1,6 +1,7 @@
 // mdx-train as a library function: image table(s) (+ tokenizer) -> checkpoint. One options
 // struct per component; each registers its own options and validates itself.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -62,7 +63,18 @@ struct TrainOptions {
   void add_to(CLI::App& app);
 };
 
-// Runs the training; on SIGINT/SIGTERM writes a checkpoint and throws Suspended (exit 75).
-void train(const TrainOptions& opt, Provenance& prov);
+// What --benchmark measures: throughput, FLOP rate, MFU and peak memory of timed steps.
+struct TrainBenchmark {
+  std::string commit, libtorch, device, objective, model;
+  int64_t parameters = 0, batch = 0, steps = 0, threads = 0;
+  double seconds = 0, images_per_s = 0, encoder_tokens_per_s = 0, tflops = 0, peak_memory_mib = 0;
+  std::optional<double> mfu;  // when the device's peak is known (or --peak-tflops)
+
+  std::string to_json() const;  // one line, what mdx-train --benchmark prints
+};
+
+// Runs the training; on SIGINT/SIGTERM writes a checkpoint and throws Suspended (exit 75). With
+// --benchmark it writes nothing and returns the measurement.
+std::optional<TrainBenchmark> train(const TrainOptions& opt, Provenance& prov);
 
 }  // namespace mdx
