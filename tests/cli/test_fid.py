@@ -294,6 +294,19 @@ class Fid(ToolTest):
         self.fails("mdx-fid", self.test, self.test, self.test, *ext, code=2)
         self.assertNoOutput(out)
 
+    def test_a_raising_extractor_is_one_line_with_its_message(self):
+        class Refuses(torch.nn.Module):
+            def forward(self, x):
+                if x.shape[0] > 0:
+                    raise RuntimeError("this extractor refuses every batch")
+                return x
+
+        pt = self.path("refuses.pt")
+        torch.jit.save(torch.jit.script(Refuses()), pt)
+        r = self.fails("mdx-fid", self.test, self.test, "--extractor", pt, "--size", SIZE,
+                       contains=("refuses.pt", "this extractor refuses every batch"))
+        self.assertNotIn("Traceback", r.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -87,6 +87,53 @@ class Files(ToolTest):
             np.testing.assert_array_equal(a["images"][()], b["images"][()])
             np.testing.assert_array_equal(a["labels"][()], b["labels"][()])
 
+    def full_disk(self):
+        """A 2 MB tmpfs filled to about 4 KiB free (needs root); unmounted when the test ends."""
+        if os.geteuid() != 0:
+            self.skipTest("mounting a small tmpfs needs root")
+        mnt = tempfile.mkdtemp(prefix="mdx-full-")
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt]).returncode != 0:
+            os.rmdir(mnt)
+            self.skipTest("cannot mount a tmpfs here")
+        self.addCleanup(os.rmdir, mnt)
+        self.addCleanup(subprocess.run, ["umount", mnt])
+        with open(os.path.join(mnt, "filler"), "wb") as f:
+            f.write(b"\0" * (2 * 1024 * 1024 - 4096 - 64 * 1024))
+        with open(os.path.join(mnt, "filler2"), "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+                    if os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize <= 4096:
+                        break
+            except OSError:
+                pass
+        return mnt
+
+    def test_a_full_disk_at_the_final_flush_is_one_line_not_a_crash(self):
+        """HDF5 outputs whose last flush fails: exit 1 with one line (it was 139, a crash at exit)."""
+        mnt = self.full_disk()
+        cases = [("mdx-pca-fit", self.table, "--patch", 4, "--dim", 4),
+                 ("mdx-embed", self.ckpt, self.table),
+                 ("mdx-train", self.table, "--steps", 1, *TINY),
+                 ("mdx-sample", self.ckpt, "--steps", 2, "--per-class", 1),
+                 ("mdx-fid", self.table, "--encoder", self.ckpt, "--save-stats")]
+        for name, *args in cases:
+            with self.subTest(tool=name):
+                out = os.path.join(mnt, "out.h5")
+                args = [*args, out] if args[-1] == "--save-stats" else [*args, "-o", out]
+                r = run(name, "-q", *args)
+                self.assertEqual(r.returncode, 1, r.stderr)
+                lines = [l for l in r.stderr.splitlines() if l.strip()]
+                self.assertEqual(len(lines), 1, r.stderr)
+                self.assertTrue(lines[0].startswith(f"{name}: error: "), r.stderr)
+                # (mdx-train's metrics file is written in place: mdx-train(1) BUGS.)
+                left = [f for f in os.listdir(mnt) if not f.startswith("filler") and not f.endswith(".metrics.jsonl")]
+                self.assertEqual(left, [])
+                for f in os.listdir(mnt):
+                    if f.endswith(".metrics.jsonl"):
+                        os.remove(os.path.join(mnt, f))
+
     @unittest.skipUnless(os.geteuid() == 0, "mounting a small tmpfs needs root")
     def test_a_failed_grid_leaves_no_table(self):
         mnt = tempfile.mkdtemp(prefix="mdx-full-")

@@ -239,6 +239,11 @@ class Train(ToolTest):
         self.fails("mdx-train", self.pca, "-o", out, "--steps", 1, contains=("images",))
         self.fails("mdx-train", self.table, "-o", out, "--patch", 5, "--steps", 1, contains=("patch size 5",))
         self.fails("mdx-train", self.table, "-o", out, "--init", self.pca, "--steps", 1, contains=("not an mdx checkpoint",))
+        huge = self.path("huge.h5")
+        with h5py.File(self.table, "r") as src, h5py.File(huge, "w") as dst:
+            dst["images"] = src["images"][:64]
+            dst["labels"] = np.full(64, 10**12, np.int64)
+        self.fails("mdx-train", huge, "-o", out, "--class-cond", "--steps", 1, contains=("label of 1000000000000",))
         for option in ("--lr", "--clip", "--weight-decay", "--blr"):
             self.fails("mdx-train", self.table, "-o", out, option, "nan", "--steps", 1, code=2, contains=(option,))
         self.assertNoOutput(out)

@@ -250,6 +250,22 @@ namespace {
 
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
+// What a TorchScript module raised: its interpreter's message is a traceback whose last line is
+// the exception with the module's own message ("RuntimeError: ..."); otherwise the first line.
+std::string raised_message(const std::string& what) {
+  std::string last;
+  size_t begin = 0;
+  while (begin < what.size()) {
+    size_t end = what.find('\n', begin);
+    if (end == std::string::npos) end = what.size();
+    std::string line = what.substr(begin, end - begin);
+    if (line.find_first_not_of(" \t") != std::string::npos) last = line;
+    begin = end + 1;
+  }
+  const bool traceback = what.find("Traceback of TorchScript") != std::string::npos;
+  return traceback && !last.empty() ? last.substr(last.find_first_not_of(" \t")) : first_line(what);
+}
+
 class Extractor {
  public:
   virtual ~Extractor() = default;
@@ -313,7 +329,10 @@ class TorchScriptExtractor : public Extractor {
       out = module_.forward({x});
     } catch (const c10::Error& e) {
       throw Error(fmt::format("the module '{}' failed on input [{},3,{},{}]: {}", id_.path, B, size_, size_,
-                              first_line(e.what_without_backtrace())));
+                              raised_message(e.what_without_backtrace())));
+    } catch (const std::exception& e) {  // an exception raised by the module's code (JITException)
+      throw Error(fmt::format("the module '{}' failed on input [{},3,{},{}]: {}", id_.path, B, size_, size_,
+                              raised_message(e.what())));
     }
     // pytorch-fid's InceptionV3 returns a list of blocks; take the first.
     if (out.isTuple() && !out.toTupleRef().elements().empty()) out = out.toTupleRef().elements()[0];

@@ -1,6 +1,7 @@
 #include "mdx/util/tool.h"
 
 #include <H5Epublic.h>
+#include <H5public.h>
 #include <dlfcn.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -111,6 +112,10 @@ Tool::Tool(std::string name, std::string usage) : name_(std::move(name)), app_(u
 
 int Tool::run(int argc, char** argv, const std::function<void(Provenance&)>& body) {
   set_program_name(name_);
+  // No HDF5 shutdown at exit: every output is closed (and its failure reported) before it is
+  // renamed, and a file whose final flush failed (a full disk) stays open inside the library,
+  // whose atexit shutdown would flush it again and crash (H5F__close_cb, exit 139).
+  H5dont_atexit();
   keep_freed_memory();
   install_signal_handlers();  // before anything is written, so no signal can leave a partial file
   try {
