@@ -148,6 +148,9 @@ class Corrupt(ToolTest):
     def test_bad_inputs(self):
         out = self.path("x.png")
         self.fails("mdx-corrupt", self.table, "--objective", "ldae", "-o", out, code=2, contains=("tokenizer",))
+        # A schedule of 2e9 steps would allocate 48 GB before anything is checked.
+        self.fails("mdx-corrupt", self.table, "--timesteps", 2000000000, "-o", out, code=2,
+                   contains=("--timesteps must be at most 100000",))
         self.fails("mdx-corrupt", self.table, "-o", self.path("x.jpg"), code=2)
         self.fails("mdx-corrupt", self.table, "--t", 1000, "-o", out, code=2)
         self.fails("mdx-corrupt", self.table, "--objective", "dit", "--mask-policy", "mage", "-o", out, code=2)
