@@ -15,6 +15,10 @@
 
 namespace mdx {
 
+// The most timesteps a schedule may have: its coefficients are allocated up front, so a T from a
+// command line or a checkpoint is checked against this before any schedule is built.
+constexpr int64_t kMaxTimesteps = 100000;
+
 enum class ScheduleKind { Linear, Cosine, LdaeGamma, LdaeSigma, Single };
 ScheduleKind parse_schedule(const std::string& name);  // throws UsageError
 std::string schedule_name(ScheduleKind kind);

@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "mdx/corrupt/schedule.h"
 #include "mdx/util/error.h"
 
 #include <cerrno>
@@ -122,7 +123,7 @@ ModelConfig ModelConfig::from_map(const std::map<std::string, std::string>& m) {
       throw Error(fmt::format("checkpoint configuration: 'mlp_ratio' is '{}', not a number in (0, 64]", v));
   }
   c.cls_tokens = num("cls_tokens", 1, 1024), c.num_classes = num("num_classes", 0, 1 << 20);
-  c.timesteps = num("timesteps", 1, 100000);
+  c.timesteps = num("timesteps", 1, kMaxTimesteps);
   if (m.count("grid_h"))
     c.grid_h = num("grid_h", 1, side), c.grid_w = num("grid_w", 1, side), c.values = num("token_dim", 1, 1 << 20);
   c.resolve();

@@ -69,8 +69,8 @@ std::unique_ptr<Objective> objective_from_config(const std::map<std::string, std
   const std::string schedule = get("schedule", "none");
   s.schedule = schedule == "none" ? e.schedule : parse_schedule(schedule);
   const double steps = config_double(config, "timesteps", 1000);
-  if (!(steps >= 1 && steps <= 100000 && steps == std::floor(steps)))
-    throw Error(fmt::format("the configuration's 'timesteps' is {}, not a count in [1, 100000]", steps));
+  if (!(steps >= 1 && steps <= kMaxTimesteps && steps == std::floor(steps)))
+    throw Error(fmt::format("the configuration's 'timesteps' is {}, not a count in [1, {}]", steps, kMaxTimesteps));
   s.steps = static_cast<int64_t>(steps);
   s.mask_policy = parse_mask_policy(get("mask_policy", "fixed"));
   s.mask_ratio = config_double(config, "mask_ratio", s.mask_ratio);
@@ -108,7 +108,7 @@ ObjectiveSettings ObjectiveOptions::settings() const {
   ObjectiveSettings s;
   s.schedule = schedule.empty() ? e.schedule : parse_schedule(schedule);
   if (timesteps < 1) throw UsageError("--timesteps must be at least 1");
-  if (timesteps > 100000) throw UsageError("--timesteps must be at most 100000");
+  if (timesteps > kMaxTimesteps) throw UsageError(fmt::format("--timesteps must be at most {}", kMaxTimesteps));
   s.steps = timesteps;
   s.mask_policy = parse_mask_policy(mask_policy);
   if (!(mask_ratio >= 0 && mask_ratio <= 1)) throw UsageError("--mask-ratio must lie in [0, 1]");
