@@ -4,8 +4,10 @@ import gzip
 import os
 import signal
 import subprocess
+import struct
 import sys
 import unittest
+import zlib
 
 import h5py
 import numpy as np
@@ -148,6 +150,34 @@ class Folders(ToolTest):
             luma = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
             self.assertLessEqual(np.abs(f["images"][0, :, :, 0] - luma).max(), 0.5 + 1e-6)
 
+    def test_png_variants(self):
+        """Palette, interlaced, 16-bit RGB, gray+alpha and 1-bit PNGs decode as PIL reads them."""
+        rng = np.random.default_rng(2)
+        rgb = rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)
+        rgb16 = rng.integers(0, 65536, (9, 7, 3), dtype=np.uint16)
+        gray = rng.integers(0, 256, (9, 7), dtype=np.uint8)
+        pal = Image.fromarray(rgb).quantize(16)
+        pal.save(self.path("pal.png"))
+        Image.fromarray(rgb).save(self.path("inter.png"), interlace=1)
+        Image.fromarray(np.dstack([gray, gray[::-1]])).convert("LA").save(self.path("la.png"))
+        Image.fromarray(gray > 127).save(self.path("bit.png"))
+        # 16-bit RGB: PIL cannot write it, so the chunks are written here
+        raw = b"".join(b"\0" + row.astype(">u2").tobytes() for row in rgb16)
+        chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+        write_bytes(self.path("rgb16.png"), b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 7, 9, 16, 2, 0, 0, 0))
+                    + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+        out = self.path("o.h5")
+        self.ok("mdx-tokenize", self.path("pal.png"), self.path("inter.png"), self.path("rgb16.png"), "-o", out)
+        with h5py.File(out, "r") as f:
+            np.testing.assert_array_equal(f["images"][0], np.asarray(pal.convert("RGB")))
+            np.testing.assert_array_equal(f["images"][1], rgb)
+            np.testing.assert_array_equal(f["images"][2], np.floor(rgb16 / 257 + 0.5).astype(np.uint8))
+        self.ok("mdx-tokenize", self.path("la.png"), self.path("bit.png"), "-o", out)
+        with h5py.File(out, "r") as f:
+            self.assertEqual(f["images"].shape, (2, 9, 7, 1))
+            np.testing.assert_array_equal(f["images"][0, :, :, 0], gray)  # alpha dropped
+            np.testing.assert_array_equal(f["images"][1, :, :, 0], np.where(gray > 127, 255, 0))
+
     def test_size_mismatch_needs_resize(self):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(self.path("a.png"))
         Image.fromarray(np.zeros((9, 8), np.uint8)).save(self.path("b.png"))
@@ -167,13 +197,19 @@ class BadInputs(ToolTest):
         write_bytes(self.path("trunc.png"), data[: len(data) // 2])
         write_bytes(self.path("empty.png"), b"")
         write_bytes(self.path("text.jpg"), b"this is not a JPEG\n")
+        # Complete files (IEND present) whose compressed rows or chunk checksum are damaged: libpng
+        # rejects them, and its message must come as the tool's one error line.
+        idat = data.index(b"IDAT")
+        flipped = bytearray(data)
+        flipped[idat + 6] ^= 0xFF  # inside the zlib stream: its CRC no longer matches either
+        write_bytes(self.path("crc.png"), bytes(flipped))
         Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(self.path("good.jpg"))
         data = read_bytes(self.path("good.jpg"))
         write_bytes(self.path("trunc.jpg"), data[: len(data) * 2 // 3])
         self.out = self.path("out.h5")
 
     def test_each_bad_image_names_the_file(self):
-        for bad in ("trunc.png", "empty.png", "text.jpg", "trunc.jpg"):
+        for bad in ("trunc.png", "empty.png", "text.jpg", "trunc.jpg", "crc.png"):
             with self.subTest(bad=bad):
                 self.fails("mdx-tokenize", self.path("good.png"), self.path(bad), "-o", self.out, contains=(bad,))
                 self.assertNoOutput(self.out)

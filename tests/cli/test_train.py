@@ -248,6 +248,20 @@ class Train(ToolTest):
             self.fails("mdx-train", self.table, "-o", out, option, "nan", "--steps", 1, code=2, contains=(option,))
         self.assertNoOutput(out)
 
+    def test_a_failed_run_leaves_no_side_file_ahead_of_its_checkpoint(self):
+        """A learning rate of 1e30 makes the loss infinite at step 3: before any checkpoint the metrics
+        and preview go with the run; after one, the metrics end at its step."""
+        out = self.path("nan.ckpt.h5")
+        args = ["--steps", 20, "--lr", "1e30", "--log-every", 1, "--preview-every", 1]
+        self.fails("mdx-train", self.table, "-o", out, *SMALL, *args, contains=("not finite at step 3",))
+        for side in ("nan.ckpt.h5", "nan.ckpt.metrics.jsonl", "nan.ckpt.preview.png"):
+            self.assertNoOutput(self.path(side))
+        self.fails("mdx-train", self.table, "-o", out, *SMALL, *args, "--save-every", 2,
+                   contains=("not finite at step 3",))
+        with h5py.File(out, "r") as f:
+            self.assertEqual(f.attrs["step"], 2)
+        self.assertEqual([m["step"] for m in metrics(self.path("nan.ckpt.metrics.jsonl"))], [1, 2])
+
     def test_a_malformed_checkpoint_configuration(self):
         """A checkpoint whose configuration is corrupt or hostile is one clear line, before any model
         of its choosing is built (a depth of 1e8 would allocate without bound)."""

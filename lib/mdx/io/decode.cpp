@@ -11,6 +11,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "mdx/io/png.h"
 #include "mdx/util/error.h"
 
 namespace mdx {
@@ -58,6 +59,11 @@ Image decode_image(const std::string& path, int channels) {
   std::vector<uint8_t> bytes = read_bytes(path);
   if (bytes.empty()) throw Error("cannot decode '" + path + "': empty file");
   check_complete(path, bytes);
+  if (is_png(bytes.data(), bytes.size())) {
+    Image img = decode_png(bytes.data(), bytes.size(), path);
+    const int64_t want = channels == 0 ? img.channels : channels;
+    return convert_channels(std::move(img), want);
+  }
   cv::Mat raw;
   try {
     raw = cv::imdecode(cv::Mat(1, static_cast<int>(bytes.size()), CV_8U, bytes.data()), cv::IMREAD_UNCHANGED);

@@ -1,4 +1,4 @@
-// Image files decoded by OpenCV (PNG, JPEG, BMP, TIFF, WebP; gray, RGB, RGBA; 8 or 16 bit), and
+// Image files decoded (PNG by libpng; JPEG, BMP, TIFF, WebP by OpenCV; gray, RGB, RGBA; 8 or 16 bit), and
 // resized to a table's size. Built into its own small library (mdx_decode) so that only the tools
 // that read image files link OpenCV.
 #pragma once

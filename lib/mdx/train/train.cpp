@@ -203,6 +203,25 @@ class Trainer {
 
   std::optional<TrainBenchmark> run() {
     if (opt_.run.benchmark > 0) return benchmark();
+    saved_step_ = step_ > 0 ? step_ : -1;
+    try {
+      train_loop();
+    } catch (const Suspended&) {
+      throw;  // its checkpoint is written: the metrics and preview belong to it
+    } catch (...) {
+      if (writer()) {
+        try {
+          discard_unsaved();
+        } catch (...) {  // the first failure is the one to report
+        }
+      }
+      throw;
+    }
+    return std::nullopt;
+  }
+
+ private:
+  void train_loop() {
     std::ofstream metrics;
     if (writer()) {
       if (step_ > 0) keep_metrics_until(step_);
@@ -240,14 +259,25 @@ class Trainer {
       progress.advance();
     }
     progress.finish();
-    if (!writer()) return std::nullopt;
+    if (!writer()) return;
     preview();
     save();
     log("wrote {} (step {}); metrics in {}", opt_.run.output, step_, beside(opt_.run.output, ".metrics.jsonl"));
-    return std::nullopt;
   }
 
- private:
+  // A run that fails leaves no side file ahead of its checkpoint: without one (a fresh run that
+  // failed before its first save) the metrics and preview go; with one, the metrics keep the lines
+  // up to its step, as --resume would.
+  void discard_unsaved() {
+    const std::string metrics = beside(opt_.run.output, ".metrics.jsonl");
+    if (saved_step_ < 0) {
+      std::remove(metrics.c_str());
+      std::remove(beside(opt_.run.output, ".preview.png").c_str());
+    } else {
+      keep_metrics_until(saved_step_);
+    }
+  }
+
   // Every file the run reads and writes, checked before the table is even opened; returns the
   // tables. (A resumed checkpoint is read and rewritten: it is the run's own output.)
   static const std::vector<std::string>& plan(const TrainOptions& opt) {
@@ -481,6 +511,7 @@ class Trainer {
     std::vector<std::string> inputs = opt_.run.inputs;
     if (!opt_.run.init.empty()) inputs.push_back(opt_.run.init);
     save_checkpoint(opt_.run.output, s, prov_, inputs);
+    saved_step_ = step_;
   }
 
   TrainBenchmark benchmark() {
@@ -541,7 +572,10 @@ class Trainer {
     std::string kept;
     for (std::string line; std::getline(in, line);) {
       auto at = line.find("\"step\": ");
-      if (at != std::string::npos && std::stoll(line.substr(at + 8)) <= step) kept += line + "\n";
+      if (at == std::string::npos) continue;  // not a metrics line: a torn or foreign one goes
+      char* end = nullptr;
+      const long long logged = std::strtoll(line.c_str() + at + 8, &end, 10);
+      if (end != line.c_str() + at + 8 && logged <= step) kept += line + "\n";
     }
     in.close();
     std::ofstream(path, std::ios::trunc) << kept;
@@ -584,6 +618,7 @@ class Trainer {
   at::Generator gen_;
   std::unique_ptr<TrainingData> data_;
   int64_t num_classes_ = 0, spe_ = 1, total_ = 0, warmup_ = 0, step_ = 0;
+  int64_t saved_step_ = -1;  // the step of the checkpoint under -o; -1 while there is none
   int64_t last_kept_ = 0;
   double last_flops_ = 0, grad_norm_ = 0;
 };
