@@ -279,7 +279,7 @@ class Fid(ToolTest):
             self.fails("mdx-fid", p, self.test, *ext, contains=(f"rows{rows}.h5", "at least 2"))
         with h5py.File(self.path("two.h5"), "w") as f:
             f["images"] = np.zeros((3, 28, 28, 2), np.uint8)
-        self.fails("mdx-fid", self.path("two.h5"), self.test, *ext, contains=("2-channel",))
+        self.fails("mdx-fid", self.path("two.h5"), self.test, *ext, contains=("two.h5", "2 channels"))
         with h5py.File(self.path("neither.h5"), "w") as f:
             f["x"] = np.zeros(3)
         self.fails("mdx-fid", self.path("neither.h5"), self.test, *ext, contains=("neither",))

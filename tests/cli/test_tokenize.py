@@ -214,6 +214,17 @@ class BadInputs(ToolTest):
                 self.fails("mdx-tokenize", self.path("good.png"), self.path(bad), "-o", self.out, contains=(bad,))
                 self.assertNoOutput(self.out)
 
+    def test_a_dangling_link_in_a_class_folder_is_not_skipped_silently(self):
+        os.makedirs(self.path("data", "coat"))
+        os.link(self.path("good.png"), self.path("data", "coat", "a.png"))
+        os.symlink(self.path("gone.png"), self.path("data", "coat", "b.png"))
+        self.fails("mdx-tokenize", self.path("data"), "-o", self.out, contains=("b.png", "no such file"))
+        self.assertNoOutput(self.out)
+        r = run("mdx-tokenize", self.path("data"), "--skip-bad", "-o", self.out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("1 undecodable file(s) skipped", r.stderr)
+        self.assertEqual(h5py.File(self.out, "r")["images"].shape[0], 1)
+
     def test_skip_bad_counts(self):
         r = run("mdx-tokenize", self.path("good.png"), self.path("trunc.png"), self.path("text.jpg"),
                 "--skip-bad", "-o", self.out)
@@ -259,6 +270,32 @@ class BadInputs(ToolTest):
         self.fails("mdx-tokenize", t, "-o", t, contains=("input",))
         self.assertEqual(read_bytes(t), before)
 
+    def test_tables_with_other_channels_or_labels_are_refused(self):
+        for c in (2, 4):
+            with self.subTest(channels=c):
+                t = self.path(f"c{c}.h5")
+                with h5py.File(t, "w") as f:
+                    f["images"] = np.zeros((3, 4, 4, c), np.uint8)
+                self.fails("mdx-tokenize", t, "-o", self.out, contains=(f"c{c}.h5", f"{c} channels"))
+        for label in (-1, 2**20):
+            with self.subTest(label=label):
+                t = self.path("lab.h5")
+                with h5py.File(t, "w") as f:
+                    f["images"] = np.zeros((3, 4, 4, 1), np.uint8)
+                    f["labels"] = np.array([0, label, 1], np.int64)
+                self.fails("mdx-tokenize", t, "-o", self.out, contains=("lab.h5", f"row 1 has a label of {label}"))
+        self.assertNoOutput(self.out)
+
+    def test_integers_beyond_their_type_are_refused(self):
+        """CLI11 saturates 2^64 and 2^65 to the same seed and wraps -1: both are usage errors."""
+        for value, says in (("99999999999999999999", "out of range"), ("18446744073709551616", "out of range"),
+                            ("-1", "must not be negative")):
+            with self.subTest(value=value):
+                self.fails("mdx-tokenize", self.path("good.png"), "-o", self.out, "--seed", value, code=2,
+                           contains=("--seed", says))
+        self.fails("mdx-tokenize", self.path("good.png"), "-o", self.out, "--block", "99999999999999999999",
+                   code=2, contains=("--block", "out of range"))
+
     def test_usage_errors_exit_2(self):
         self.fails("mdx-tokenize", self.path("good.png"), code=2)  # no -o
         self.fails("mdx-tokenize", self.path("good.png"), "-o", self.out, "--size", "0x3", code=2)
@@ -269,16 +306,19 @@ class BadInputs(ToolTest):
         self.assertIn("--labels", r.stdout)
         self.assertEqual(r.stderr, "")
 
-    def test_sigterm_leaves_nothing(self):
-        out = self.path("big.h5")
-        p = subprocess.Popen([tool("mdx-tokenize"), f"{FMNIST}/train-images-idx3-ubyte.gz", "--block", "8",
-                              "-o", out], stderr=subprocess.PIPE, text=True)
-        p.stderr.readline()  # the first log line comes once the work has started
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=60)
-        self.assertEqual(p.returncode, 128 + signal.SIGTERM, err)
-        self.assertIn("interrupted by SIGTERM", err)
-        self.assertNoOutput(out)
+    def test_a_signal_leaves_nothing(self):
+        """SIGTERM (scancel) and SIGHUP (the ssh session closed) alike: exit 128 + N, no file."""
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            with self.subTest(signal=sig.name):
+                out = self.path("big.h5")
+                p = subprocess.Popen([tool("mdx-tokenize"), f"{FMNIST}/train-images-idx3-ubyte.gz", "--block", "8",
+                                      "-o", out], stderr=subprocess.PIPE, text=True)
+                p.stderr.readline()  # the first log line comes once the work has started
+                p.send_signal(sig)
+                _, err = p.communicate(timeout=60)
+                self.assertEqual(p.returncode, 128 + sig, err)
+                self.assertIn(f"interrupted by {sig.name}", err)
+                self.assertNoOutput(out)
 
 
 if __name__ == "__main__":

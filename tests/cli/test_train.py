@@ -262,6 +262,30 @@ class Train(ToolTest):
             self.assertEqual(f.attrs["step"], 2)
         self.assertEqual([m["step"] for m in metrics(self.path("nan.ckpt.metrics.jsonl"))], [1, 2])
 
+    def test_a_checkpoint_with_nan_weights_is_refused(self):
+        """NaN in the EMA or the optimizer state is refused by --resume and by the evaluation tools,
+        not carried on."""
+        ckpt = self.path("n.h5")
+        self.train(ckpt, "--steps", 2, "--save-every", 1)
+        for group in ("ema", "optimizer/exp_avg_sq"):
+            with self.subTest(group=group):
+                bad = self.path("bad.h5")
+                shutil.copy(ckpt, bad)
+                with h5py.File(bad, "r+") as f:
+                    name = sorted(f[group])[0]
+                    w = f[group][name][()]
+                    w.flat[0] = np.nan
+                    f[group][name][...] = w
+                before = open(bad, "rb").read()
+                self.fails("mdx-train", self.table, "-o", bad, *SMALL, "--steps", 4, "--resume",
+                           contains=(f"{group.split('/')[-1]}/{name}", "NaN"))
+                self.assertEqual(open(bad, "rb").read(), before)
+        with h5py.File(bad, "r+") as f:
+            name = sorted(f["ema"])[0]
+            f["ema"][name][...] = np.full(f["ema"][name].shape, np.inf, np.float32)
+        self.fails("mdx-embed", bad, self.table, "-o", self.path("e.h5"), contains=(f"ema/{name}",))
+        self.assertNoOutput(self.path("e.h5"))
+
     def test_a_malformed_checkpoint_configuration(self):
         """A checkpoint whose configuration is corrupt or hostile is one clear line, before any model
         of its choosing is built (a depth of 1e8 would allocate without bound)."""

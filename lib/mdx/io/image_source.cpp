@@ -135,8 +135,11 @@ class FileSource : public ImageSource {
         if (name.empty() || name[0] == '.') continue;
         if (fs::is_directory(c)) {
           auto& list = by_class[name];
+          // A dangling link named like an image is listed, so that it fails (or counts under
+          // --skip-bad) like any unreadable file instead of vanishing from the table.
           for (const auto& e : fs::recursive_directory_iterator(c))
-            if (e.is_regular_file() && is_image_file(e.path().string())) list.push_back(e.path().string());
+            if ((e.is_regular_file() || e.is_symlink()) && is_image_file(e.path().string()))
+              list.push_back(e.path().string());
         } else if (is_image_file(c.string())) {
           unlabelled.push_back(c.string());
         }

@@ -37,6 +37,12 @@ ImageTable::ImageTable(const std::vector<std::string>& paths) : paths_(paths) {
                               shape_text(in.dims)));
     auto h = static_cast<int64_t>(in.dims[1]), w = static_cast<int64_t>(in.dims[2]),
          c = static_cast<int64_t>(in.dims[3]);
+    // Gray or RGB only: 2 (gray + alpha) and 4 (RGBA) channels would be read as if they were
+    // colour, and every later stage (grids, FID's extractor) expects 1 or 3.
+    if (c != 1 && c != 3)
+      throw Error(fmt::format("'{}': images have {} channels; tables are gray (1) or RGB (3), alpha dropped "
+                              "(mdx-tokenize does that for image files)", path, c));
+    if (h < 1 || w < 1) throw Error(fmt::format("'{}': images are {}x{}, expected at least 1x1", path, h, w));
     if (parts_.empty()) {
       h_ = h, w_ = w, c_ = c;
     } else if (h != h_ || w != w_ || c != c_) {
@@ -78,9 +84,14 @@ void ImageTable::read(int64_t start, int64_t count, uint8_t* images, int64_t* la
     if (images)
       h5::read_rows(p.images, lo - p.offset, hi - lo, H5T_NATIVE_UINT8, images + (lo - start) * image_bytes(),
                     "'images' in '" + p.path + "'");
-    if (labels)
-      h5::read_rows(p.labels, lo - p.offset, hi - lo, H5T_NATIVE_INT64, labels + (lo - start),
-                    "'labels' in '" + p.path + "'");
+    if (labels) {
+      int64_t* got = labels + (lo - start);
+      h5::read_rows(p.labels, lo - p.offset, hi - lo, H5T_NATIVE_INT64, got, "'labels' in '" + p.path + "'");
+      for (int64_t i = 0; i < hi - lo; ++i)
+        if (got[i] < 0 || got[i] >= kMaxLabel)
+          throw Error(fmt::format("'{}': row {} has a label of {}; labels are class indices 0..{}", p.path,
+                                  lo - p.offset + i, got[i], kMaxLabel - 1));
+    }
   }
 }
 

@@ -11,6 +11,11 @@
 
 namespace mdx {
 
+// Labels are class indices 0 .. kMaxLabel - 1; a table with any other is refused when read (the
+// label tables of class-conditional models have max + 1 rows: a stray huge label must be an error,
+// not an allocation).
+constexpr int64_t kMaxLabel = int64_t{1} << 20;
+
 class ImageTable {
  public:
   explicit ImageTable(const std::vector<std::string>& paths);

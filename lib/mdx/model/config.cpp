@@ -43,6 +43,9 @@ void ModelConfig::resolve() {
   if (decoder_dim == 0) decoder_dim = dim;
   if (decoder_depth == 0) decoder_depth = s.decoder_depth;
   if (decoder_heads == 0) decoder_heads = decoder_dim == dim ? heads : std::max<int64_t>(1, decoder_dim / 64);
+  for (const auto& [name, v] : {std::pair<const char*, int64_t>{"--dim", dim}, {"--heads", heads},
+                                {"--decoder-dim", decoder_dim}, {"--decoder-heads", decoder_heads}})
+    if (v < 1) throw UsageError(fmt::format("{} must be positive, got {}", name, v));
   if (dim % heads != 0 || decoder_dim % decoder_heads != 0)
     throw UsageError(fmt::format("widths must be multiples of the head counts ({} / {}, {} / {})", dim, heads,
                                  decoder_dim, decoder_heads));

@@ -52,6 +52,10 @@ std::map<std::string, at::Tensor> read_tensors(hid_t file, const std::string& gr
     std::vector<int64_t> shape(i.dims.begin(), i.dims.end());
     at::Tensor t = at::empty(shape, at::kFloat);
     h5::read_all(ds, H5T_NATIVE_FLOAT, t.data_ptr<float>(), "'" + group + "/" + name + "' in '" + path + "'");
+    // Training stops at a non-finite loss before it saves, so NaN here is damage; carried through
+    // --resume it would poison every later step, through mdx-embed every embedding.
+    if (!at::isfinite(t).all().item<bool>())
+      throw Error(fmt::format("'{}': {}/{} holds NaN or infinite values; the file is damaged", path, group, name));
     out[name] = t;
   }
   return out;

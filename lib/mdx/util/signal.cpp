@@ -16,7 +16,10 @@ void on_signal(int sig) {
 }  // namespace
 
 Interrupted::Interrupted(int sig)
-    : std::runtime_error(std::string("interrupted by ") + (sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal")),
+    : std::runtime_error(std::string("interrupted by ") + (sig == SIGINT    ? "SIGINT"
+                                                           : sig == SIGTERM ? "SIGTERM"
+                                                           : sig == SIGHUP  ? "SIGHUP"
+                                                                            : "a signal")),
       signal_(sig) {}
 
 void install_signal_handlers() {
@@ -27,6 +30,7 @@ void install_signal_handlers() {
   sa.sa_flags = SA_RESETHAND;  // a second signal kills at once: the user insists
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);  // the terminal or ssh session that started the run went away
 }
 
 int pending_signal() { return g_signal; }

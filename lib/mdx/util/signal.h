@@ -1,4 +1,4 @@
-// SIGINT/SIGTERM become a flag that long loops poll, so that outputs are cleaned up (or, in
+// SIGINT, SIGTERM and SIGHUP become a flag that long loops poll, so that outputs are cleaned up (or, in
 // mdx-train, a checkpoint is written) instead of the process dying mid-write.
 #pragma once
 

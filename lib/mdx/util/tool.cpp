@@ -8,7 +8,10 @@
 #endif
 #include <torch/torch.h>
 
+#include <cctype>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <limits>
 #include <sstream>
@@ -97,6 +100,27 @@ std::string effective_options(const CLI::App& app) {
     if (line.size() < 3 || line.compare(line.size() - 3, 3, "=\"\"") != 0) out += line + "\n";
   return out;
 }
+// CLI11 saturates an integer beyond int64/uint64 (2^64 and 2^65 both become the largest seed) and
+// wraps a negative unsigned one: such values are refused instead, naming the option.
+void check_integer_ranges(const CLI::App& app) {
+  for (const CLI::Option* opt : app.get_options()) {
+    const std::string type = opt->get_type_name();
+    const bool is_signed = type.rfind("INT", 0) == 0, is_unsigned = type.rfind("UINT", 0) == 0;
+    if (!is_signed && !is_unsigned) continue;
+    for (const std::string& value : opt->results()) {
+      const char* s = value.c_str();
+      while (std::isspace(static_cast<unsigned char>(*s))) ++s;
+      if (is_unsigned && *s == '-')
+        throw CLI::ValidationError(opt->get_name(), "must not be negative, got " + value);
+      char* end = nullptr;
+      errno = 0;
+      if (is_unsigned) (void)std::strtoull(s, &end, 0);
+      else (void)std::strtoll(s, &end, 0);
+      if (errno == ERANGE) throw CLI::ValidationError(opt->get_name(), value + " is out of range");
+    }
+  }
+}
+
 }  // namespace
 
 Tool::Tool(std::string name, std::string usage) : name_(std::move(name)), app_(usage, name_) {
@@ -120,6 +144,7 @@ int Tool::run(int argc, char** argv, const std::function<void(Provenance&)>& bod
   install_signal_handlers();  // before anything is written, so no signal can leave a partial file
   try {
     app_.parse(argc, argv);
+    check_integer_ranges(app_);
   } catch (const CLI::CallForHelp&) {
     std::cout << app_.help();
     return 0;
