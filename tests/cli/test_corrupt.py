@@ -98,6 +98,50 @@ class Corrupt(ToolTest):
                             "--no-original")
         np.testing.assert_allclose(f["mask_ratio"][:], [0.15, 0.40, 0.75])
 
+    def test_augmentation_equals_a_reference_crop_and_flip(self):
+        """--augment draws torchvision's RandomResizedCrop box and a flip per row; the clean column is
+        that box resampled as torch.nn.functional.interpolate(bilinear, align_corners=False) does."""
+        import torch
+        for objective, area in (("mae", (0.2, 1)), ("umd", (0.8, 1))):
+            with self.subTest(objective=objective):
+                f = self.corrupt_h5("--objective", objective, "--augment", "auto", "--count", 64, "--t", "0")
+                self.assertEqual(f.attrs["augment"], f"crop({area[0]:g}-{area[1]:g})+flip")
+                boxes, K = f["augment_boxes"][:], f["corrupted"].shape[1]
+                self.assertEqual(boxes.shape, (64, 5))
+                self.assertTrue(0 < boxes[:, 4].sum() < 64)  # some rows flipped, some not
+                shown = f["images"][::K, :, :, 0].astype(int)  # the clean column of each row
+                for r, (top, left, h, w, flip) in enumerate(boxes):
+                    self.assertTrue(0 <= top <= 28 - h and 0 <= left <= 28 - w)
+                    share = h * w / 784
+                    fallback = (h, w) == (28, 28)
+                    if not fallback:  # torchvision's rounding of sqrt(area * ratio) bends the range a little
+                        self.assertTrue(area[0] - 0.05 <= share <= area[1], (r, h, w))
+                        self.assertTrue(0.75 * 0.85 <= w / h <= 4 / 3 / 0.85, (r, h, w))
+                    crop = torch.from_numpy(self.images[r, top:top + h, left:left + w, 0].astype(np.float32))
+                    ref = torch.nn.functional.interpolate(crop[None, None], size=(28, 28), mode="bilinear",
+                                                          align_corners=False)[0, 0].numpy()
+                    if flip:
+                        ref = ref[:, ::-1]
+                    # Rounded to the nearest uint8: within 0.5 of torch's value, but for float32's
+                    # last bits at the many exact .5 cases of simple scales.
+                    self.assertLessEqual(np.abs(shown[r] - ref).max(), 0.5 + 1e-3, r)
+                # The same seed draws the same boxes; another seed others; --augment none none.
+                again = self.corrupt_h5("--objective", objective, "--augment", "auto", "--count", 64, "--t", "0")
+                np.testing.assert_array_equal(again["augment_boxes"][:], boxes)
+                other = self.corrupt_h5("--objective", objective, "--augment", "auto", "--count", 64, "--t", "0",
+                                        "--seed", 1)
+                self.assertFalse(np.array_equal(other["augment_boxes"][:], boxes))
+        f = self.corrupt_h5("--objective", "dit", "--t", "0")
+        self.assertNotIn("augment_boxes", f)
+        self.assertEqual(f.attrs["augment"], "none")
+        f = self.corrupt_h5("--objective", "dit", "--augment", "auto", "--count", 32, "--t", "0")
+        boxes = f["augment_boxes"][:]
+        np.testing.assert_array_equal(boxes[:, :4], [[0, 0, 28, 28]] * 32)  # DiT: a flip only
+        K = f["corrupted"].shape[1]
+        for r, flip in enumerate(boxes[:, 4]):
+            np.testing.assert_array_equal(f["images"][r * K, :, :, 0], self.images[r, :, ::-1, 0] if flip
+                                          else self.images[r, :, :, 0])
+
     def test_ldae_noise_stays_in_the_pca_subspace(self):
         pca = self.path("pca.h5")
         self.ok("mdx-pca-fit", self.table, "--patch", 4, "--dim", 5, "-o", pca)

@@ -16,7 +16,7 @@ from mdxtest import ToolTest, run  # noqa: E402
 SMALL = ["--dim", "32", "--depth", "2", "--decoder-depth", "1", "--heads", "2", "--batch", "16", "--threads", "1"]
 
 
-def reference_features(ckpt, images, weights="ema"):
+def reference_features(ckpt, images, weights="model"):
     """The encoder on clean tokens at time index 0 (null class when conditional), written from the
     architecture's description: patch embedding + sin-cos positions, CLS tokens, adaLN-Zero blocks,
     LayerNorm; returns (mean of the CLS outputs, mean of the patch-token outputs)."""
@@ -83,7 +83,7 @@ class Embed(ToolTest):
         np.testing.assert_allclose(e[:64, 32:], mean_ref, rtol=1e-4, atol=1e-4)
         np.testing.assert_array_equal(labels, self.labels)
         self.assertEqual(attrs["pool"], "cls+mean")
-        self.assertEqual(attrs["weights"], "ema")
+        self.assertEqual(attrs["weights"], "raw")  # UMD and MAE probe their raw weights
         self.assertEqual(attrs["mdx_tool"], "mdx-embed")
         self.assertIn("mdx-train", attrs["history"])  # the checkpoint's pipeline is carried on
         self.assertGreater(np.abs(cls_ref).max(), 0.1)  # not a degenerate all-zero case
@@ -94,11 +94,11 @@ class Embed(ToolTest):
         mean_only, _, _ = self.embed("--pool", "mean", "--batch", 1)
         np.testing.assert_allclose(cls_only, full[:, :32], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(mean_only, full[:, 32:], rtol=1e-5, atol=1e-6)
-        raw, _, attrs = self.embed("--raw-weights")
-        self.assertEqual(attrs["weights"], "raw")
-        np.testing.assert_allclose(raw[:8], reference_features(self.ckpt, self.images[:8], "model")[0],
+        ema, _, attrs = self.embed("--weights", "ema")
+        self.assertEqual(attrs["weights"], "ema")
+        np.testing.assert_allclose(ema[:8], reference_features(self.ckpt, self.images[:8], "ema")[0],
                                    rtol=1e-4, atol=1e-4)
-        self.assertGreater(np.abs(raw - cls_only).max(), 1e-3)
+        self.assertGreater(np.abs(ema - cls_only).max(), 1e-3)
 
     def test_shards_concatenate_to_the_whole(self):
         whole, _, _ = self.embed()

@@ -216,7 +216,7 @@ class Fid(ToolTest):
         self.assertEqual(r["extractor"]["kind"], "mdx-encoder")
         self.assertEqual(r["extractor"]["step"], 2)
         self.assertEqual(r["extractor"]["pool"], "cls")
-        self.assertEqual(r["extractor"]["weights"], "ema")
+        self.assertEqual(r["extractor"]["weights"], "raw")  # as UMD's representation FDs
         self.assertEqual(r["extractor"]["features"], 32)
         self.assertEqual(self.fid(self.test, self.test, *enc, "--pool", "cls+mean")["extractor"]["features"], 64)
         # Two steps leave adaLN-Zero's gates near 0, so the CLS outputs hardly see the image: compare the

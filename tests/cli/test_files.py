@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mdxtest import FMNIST, ToolTest, read_bytes, run  # noqa: E402
+from mdxtest import FMNIST, ToolTest, read_bytes, run, tool  # noqa: E402
 
 TINY = ["--dim", "32", "--depth", "1", "--decoder-depth", "1", "--heads", "2", "--batch", "8", "--threads", "1",
         "-q"]
@@ -155,6 +155,100 @@ class Files(ToolTest):
                 subprocess.run(["umount", mnt])
         finally:
             os.rmdir(mnt)
+
+
+class SecondHostileRun(ToolTest):
+    """Cases a second hostile-input run found: each a crash, a lost output, an unprefixed line or an
+    error that named nothing, before the fix."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.table = cls.fmnist_table(64)
+        cls.ckpt = os.path.join(cls.shared, "umd.h5")
+        r = run("mdx-train", cls.table, "--steps", 2, "--save-every", 1, "-o", cls.ckpt, *TINY)
+        assert r.returncode == 0, r.stderr
+
+    def test_a_newline_in_a_name_stays_on_the_error_line(self):
+        r = self.fails("mdx-pca-fit", self.path("no\nsuch.h5"), "-o", self.path("o.h5"), contains=("no\\nsuch.h5",))
+        self.assertEqual(len(r.stderr.splitlines()), 1)
+        r = self.fails("mdx-tokenize", self.table, "-o", self.path("no\ndir", "o.h5"), contains=("no\\ndir",))
+        self.assertEqual(len(r.stderr.splitlines()), 1)
+
+    def test_standard_output_that_cannot_be_written_is_an_error(self):
+        emb = self.path("e.h5")
+        self.ok("mdx-embed", self.ckpt, self.table, "-o", emb)
+        with open("/dev/full", "w") as full:
+            for args in ((emb, emb), ("--help",)):
+                with self.subTest(args=args):
+                    r = subprocess.run([tool("mdx-probe"), *args, "-q"], stdout=full, stderr=subprocess.PIPE,
+                                       text=True)
+                    self.assertEqual(r.returncode, 1, r.stderr)
+                    self.assertTrue(r.stderr.startswith("mdx-probe: error: cannot write standard output"), r.stderr)
+        # A closed pipe: exit 1 with the error line, not death by SIGPIPE (141).
+        p = subprocess.Popen([tool("mdx-probe"), emb, emb, "-q"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        p.stdout.close()
+        _, err = p.communicate(timeout=120)
+        self.assertEqual(p.returncode, 1, err)
+        self.assertIn("cannot write standard output", err)
+
+    def test_outputs_are_regular_files(self):
+        fifo = self.path("fifo.h5")
+        os.mkfifo(fifo)
+        self.fails("mdx-pca-fit", self.table, "-o", fifo, contains=("a FIFO", "regular files"))
+        self.assertTrue(os.path.exists(fifo))
+        # A side file that names a directory is refused before any work, and the directory stays.
+        os.mkdir(self.path("o.metrics.jsonl"))
+        self.fails("mdx-train", self.table, "--steps", 1, "-o", self.path("o.h5"), *TINY,
+                   contains=("o.metrics.jsonl", "a directory"))
+        self.assertTrue(os.path.isdir(self.path("o.metrics.jsonl")))
+
+    def test_a_name_near_the_length_limit(self):
+        out = self.path("b" * 247 + ".h5")  # 250 bytes: its temporary name would pass 255
+        self.ok("mdx-tokenize", self.table, "-o", out)
+        self.assertEqual(h5py.File(out, "r")["images"].shape[0], 64)
+
+    def test_empty_values_and_unreadable_configurations(self):
+        self.fails("mdx-tokenize", f"{FMNIST}/t10k-images-idx3-ubyte.gz", "--labels", "", "--limit", 4,
+                   "-o", self.path("o.h5"), code=2, contains=("--labels", "empty"))
+        r = self.fails("mdx-pca-fit", self.table, "--config", self.ckpt, "-o", self.path("o.h5"), code=2,
+                       contains=(f"--config '{self.ckpt}'", "\\x89HDF"))
+        self.assertNotIn("\x89", r.stderr)
+        self.fails("mdx-sample", self.ckpt, "--count", 1, "--eta", "inf", "-o", self.path("s.h5"), code=2,
+                   contains=("--eta",))
+
+    def test_damaged_checkpoints_are_named_not_used(self):
+        for what, damage, says in (
+                ("step", lambda f: f.attrs.__setitem__("step", -5), "its step is -5"),
+                ("rng", lambda f: (f.__delitem__("rng"), f.create_dataset("rng", data=np.zeros(100, np.uint8))),
+                 "'rng' (100 bytes) is damaged"),
+                ("slot", lambda f: f["optimizer/exp_avg"].__delitem__("cls"), "optimizer/exp_avg/cls is missing"),
+                ("heads", lambda f: f["config"].attrs.__setitem__("heads", "3"), "its configuration is damaged")):
+            with self.subTest(what=what):
+                bad = self.path(f"{what}.h5")
+                shutil.copy(self.ckpt, bad)
+                with h5py.File(bad, "r+") as f:
+                    damage(f)
+                before = read_bytes(bad)
+                self.fails("mdx-train", self.table, "--steps", 4, "--resume", "-o", bad, *TINY, contains=(bad, says))
+                self.assertEqual(read_bytes(bad), before)
+                self.assertFalse(os.path.exists(self.path(f"{what}.metrics.jsonl")))
+        self.fails("mdx-embed", self.path("heads.h5"), self.table, "-o", self.path("e.h5"),
+                   contains=("heads.h5", "its configuration is damaged"))
+
+    def test_empty_inputs_are_named(self):
+        empty = self.path("zero.h5")
+        with h5py.File(empty, "w") as f:
+            f["images"] = np.zeros((0, 28, 28, 1), np.uint8)
+        self.fails("mdx-train", empty, "--steps", 1, "-o", self.path("o.h5"), *TINY, contains=("zero.h5", "no images"))
+        self.fails("mdx-pca-fit", empty, "-o", self.path("o.h5"), contains=("zero.h5", "no images"))
+        self.fails("mdx-corrupt", empty, "-o", self.path("o.png"), contains=("zero.h5", "no images"))
+        flat = self.path("flat.h5")
+        with h5py.File(flat, "w") as f:
+            f["embeddings"] = np.zeros((8, 0), np.float32)
+            f["labels"] = np.arange(8) % 2
+        self.fails("mdx-probe", flat, flat, contains=("flat.h5", "0 features"))
 
 
 if __name__ == "__main__":

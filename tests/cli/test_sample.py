@@ -67,7 +67,7 @@ class Sample(ToolTest):
         # DDIM with eta = 1 is DDPM's ancestral step with the posterior variance: the same samples.
         ddpm, _, _, _ = self.sample("--per-class", 1, "--seed", 1, "--sampler", "ddpm", name="ddpm.h5")
         self.assertLessEqual(np.abs(ddpm.astype(int) - base).max(), 1)
-        for extra in (["--eta", 0], ["--eta", 0.5], ["--cfg", 3], ["--raw-weights"], ["--predict", "x0"]):
+        for extra in (["--eta", 0], ["--eta", 0.5], ["--cfg", 3], ["--weights", "raw"], ["--predict", "x0"]):
             with self.subTest(extra=extra):
                 other, _, attrs, _ = self.sample("--per-class", 1, "--seed", 1, *extra, name="o.h5")
                 self.assertGreater(np.abs(other.astype(int) - base).max(), 0, extra)
@@ -90,6 +90,11 @@ class Sample(ToolTest):
         self.assertEqual(images.shape[0], 5)
         self.assertIsNone(labels)
         self.assertEqual(attrs["objective"], "umd")
+        # UMD's self-supervised run keeps no EMA: its raw weights sample, and the tool says so.
+        self.assertEqual(attrs["weights"], "raw")
+        r = run("mdx-sample", self.uncond, "--count", 1, "--steps", 2, "-o", self.path("w.h5"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("has no EMA weights", r.stderr)
 
     def test_bad_inputs(self):
         out = self.path("bad.h5")

@@ -83,7 +83,7 @@ class Train(ToolTest):
 
     def check_resume(self, extra):
         straight = self.path("a.ckpt.h5")
-        args = ["--objective", "umd", "--steps", 40, "--log-every", 1, "--save-every", 1000, *extra]
+        args = ["--objective", "umd", "--steps", 40, "--log-every", 1, "--save-every", 1000, "--ema", 0.9, *extra]
         r = self.train(straight, *args)
         self.assertEqual("streaming" in r.stderr, bool(extra), r.stderr)
         out = self.path("b.ckpt.h5")
@@ -262,11 +262,40 @@ class Train(ToolTest):
             self.assertEqual(f.attrs["step"], 2)
         self.assertEqual([m["step"] for m in metrics(self.path("nan.ckpt.metrics.jsonl"))], [1, 2])
 
+    def test_representation_rows_get_the_null_class(self):
+        """With every row a representation row (--rep-share 1) no class embedding but the null one
+        is ever used: after 1 and after 4 steps they are the same, the null row is not."""
+        rows = []
+        for steps in (1, 4):
+            out = self.path(f"null{steps}.ckpt.h5")
+            self.train(out, "--class-cond", "--rep-share", 1, "--class-dropout", 0, "--weight-decay", 0, "--lr", 0.01,
+                       "--steps", steps)
+            with h5py.File(out, "r") as f:
+                rows.append(f["model"]["label_table.weight"][()])
+        np.testing.assert_array_equal(rows[0][:10], rows[1][:10])
+        self.assertGreater(np.abs(rows[0][10] - rows[1][10]).max(), 0)
+
+    def test_each_objective_keeps_the_ema_of_its_reference(self):
+        """UMD keeps an EMA only for its labelled run, stepping 1e-4 B/256 (small-vision); MAE none;
+        DiT (and l-DAE, built on it) 0.9999; --ema overrides."""
+        for objective, extra, decay in (("umd", [], 0), ("umd", ["--class-cond"], 1 - 1e-4 * 32 / 256),
+                                        ("mae", [], 0), ("dit", [], 0.9999), ("mae", ["--ema", 0.5], 0.5)):
+            with self.subTest(objective=objective, extra=extra):
+                out = self.path("e.ckpt.h5")
+                self.train(out, "--objective", objective, "--steps", 1, *extra)
+                with h5py.File(out, "r") as f:
+                    self.assertAlmostEqual(float(f["config"].attrs["ema"]), decay, places=12)
+                    ema = set(f["ema"]) if "ema" in f else set()
+                    self.assertEqual(bool(ema), bool(decay))
+                    self.assertLessEqual(ema, set(f["model"]))
+                    if decay:
+                        self.assertIn("encoder.0.qkv.weight", ema)
+
     def test_a_checkpoint_with_nan_weights_is_refused(self):
         """NaN in the EMA or the optimizer state is refused by --resume and by the evaluation tools,
         not carried on."""
         ckpt = self.path("n.h5")
-        self.train(ckpt, "--steps", 2, "--save-every", 1)
+        self.train(ckpt, "--steps", 2, "--save-every", 1, "--ema", 0.9)
         for group in ("ema", "optimizer/exp_avg_sq"):
             with self.subTest(group=group):
                 bad = self.path("bad.h5")

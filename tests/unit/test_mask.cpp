@@ -86,6 +86,7 @@ TEST_CASE("LMD schedulers: closed forms at their breakpoints") {
 TEST_CASE("UMD split: a share r of the batch takes the representation step") {
   CHECK(mdx::umd_representation_rows(256, 0.5) == 128);
   CHECK(mdx::umd_representation_rows(100, 0.05) == 5);
-  CHECK(mdx::umd_representation_rows(7, 0.5) == 4);
+  CHECK(mdx::umd_representation_rows(7, 0.5) == 3);    // int(3.5), as small-vision
+  CHECK(mdx::umd_representation_rows(256, 0.05) == 12);  // int(12.8): UMD's generation fine-tune
   CHECK(mdx::umd_representation_rows(10, 0.0) == 0);
 }

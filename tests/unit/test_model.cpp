@@ -121,6 +121,18 @@ TEST_CASE("losses: hand-computed cases") {
   Loss l = umd->loss(c, x0, out, {});
   // (1 - 0.5) * 1/2 * (4 + 1) + 0.5 * 1 = 1.75
   CHECK(l.total.item<float>() == doctest::Approx(1.75));
+  {  // the realised share weighs the steps (small-vision's n_rep / B): 1 row of 4, not --rep-share 0.5
+    Corrupted c4;
+    c4.masked = torch::tensor({1, 1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0}, torch::kBool).view({4, L});
+    c4.dropped = c4.masked;
+    c4.representation = torch::tensor({1, 0, 0, 0}, torch::kBool);
+    c4.eps = torch::zeros({4, L, D});
+    ModelOutput o4;
+    o4.x0 = torch::ones({4, L, D});
+    o4.eps = torch::full({4, L, D}, 2.0);
+    // (1 - 1/4) * 1/2 * (4 + 1) + 1/4 * 1 = 2.125
+    CHECK(umd->loss(c4, torch::zeros({4, L, D}), o4, {}).total.item<float>() == doctest::Approx(2.125));
+  }
   // MAE: x0-MSE on the masked tokens only: make unmasked tokens wrong, masked right.
   out.x0 = torch::where(c.masked.unsqueeze(-1), torch::full({B, L, D}, 0.5), torch::full({B, L, D}, 9.0));
   Loss m = objective_from_config({{"objective", "mae"}})->loss(c, x0, out, {});

@@ -28,6 +28,20 @@ TEST_CASE("sample: respacing keeps round(i (T-1)/(N-1)) as guided-diffusion's sp
   CHECK_THROWS(respace(s, 1001));
 }
 
+TEST_CASE("sample: UMD's spacing visits 999, 991, ..., 7 and then 0, as small-vision's DDIM") {
+  NoiseSchedule s(ScheduleKind::Cosine, 1000);
+  RespacedSchedule r = respace_umd(s, 125);
+  REQUIRE(r.timesteps.size() == 126);  // 125 transitions and the final x0 call at t = 0
+  CHECK(r.timesteps[0] == 0);
+  for (int i = 1; i <= 125; ++i) CHECK(r.timesteps[i] == 7 + 8 * (i - 1));
+  CHECK(r.timesteps.back() == 999);
+  auto ac = s.alphas_cumprod();
+  for (size_t i = 0; i < r.timesteps.size(); ++i) CHECK(r.alphas_cumprod[i] == ac[r.timesteps[i]].item<double>());
+  CHECK(respace_umd(s, 1000).timesteps.size() == 1000);
+  CHECK(respace_umd(s, 1).timesteps == std::vector<int64_t>{0, 999});
+  CHECK_THROWS(respace_umd(s, 0));
+}
+
 namespace {
 // The exact eps of data concentrated at x_star: (x_t - sqrt(ab_t) x_star) / sqrt(1 - ab_t).
 Denoiser point_denoiser(const NoiseSchedule& s, const at::Tensor& x_star) {

@@ -23,6 +23,23 @@ TEST_CASE("linear schedule: alpha_bar is the product of 1 - beta, beta linear fr
   CHECK((s.signal().pow(2) + s.noise().pow(2) - 1).abs().max().item<double>() < 1e-12);
 }
 
+TEST_CASE("linear schedule of T != 1000 steps is rescaled by 1000/T, as DiT and UMD rescale") {
+  for (int T : {100, 250, 4000}) {
+    NoiseSchedule s(ScheduleKind::Linear, T);
+    auto ab = s.alphas_cumprod();
+    const long double scale = 1000.0L / T;
+    long double prod = 1.0L;
+    for (int t = 0; t < T; ++t) {
+      prod *= 1.0L - scale * (1e-4L + (0.02L - 1e-4L) * t / (T - 1.0L));
+      if (t % 37 == 0 || t == T - 1)
+        CHECK(ab[t].item<double>() == doctest::Approx(static_cast<double>(prod)).epsilon(1e-11));
+    }
+    CHECK(ab[0].item<double>() == doctest::Approx(1 - scale * 1e-4L).epsilon(1e-14));
+  }
+  // About the same total noise whatever T: alpha_bar at the end stays near DDPM's 4e-5.
+  CHECK(NoiseSchedule(ScheduleKind::Linear, 100).alphas_cumprod()[99].item<double>() < 1e-4);
+}
+
 TEST_CASE("cosine schedule: alpha_bar[t] = f(t+1)/f(0) where beta is not clipped") {
   NoiseSchedule s(ScheduleKind::Cosine, 1000);
   auto ab = s.alphas_cumprod();

@@ -41,6 +41,7 @@ void CorruptOptions::add_to(CLI::App& app) {
   app.add_option("--first", first, "index of the first image in the table")->capture_default_str();
   app.add_option("--zoom", zoom, "pixel repetition in the PNG (0: cells of at least 64 px)")->capture_default_str();
   app.add_flag("--no-original", no_original, "leave out the clean image column");
+  augment.add_to(app);
 }
 
 void CorruptOptions::validate() const {
@@ -55,7 +56,7 @@ void CorruptOptions::validate() const {
   if (patch < 1) throw UsageError("--patch must be at least 1");
   if (count < 1) throw UsageError("--count must be at least 1");
   if (first < 0) throw UsageError("--first must be >= 0");
-  if (zoom < 0) throw UsageError("--zoom must be >= 0");
+  if (zoom < 0 || zoom > 64) throw UsageError("--zoom must lie in [0, 64]");
   auto ext = lowercase_extension(output);
   if (ext != ".png" && ext != ".h5" && ext != ".hdf5")
     throw UsageError("-o must end in .png (a grid) or .h5/.hdf5 (data), got '" + output + "'");
@@ -136,7 +137,9 @@ at::Tensor load_rows(const CorruptOptions& opt, Provenance& prov, std::vector<in
   ImageTable table(opt.inputs);
   prov.merge_history(table.history());
   if (opt.first >= table.size())
-    throw Error(fmt::format("--first {} is past the end of the table ({} images)", opt.first, table.size()));
+    throw Error(table.size() == 0 ? fmt::format("'{}' holds no images", fmt::join(opt.inputs, "', '"))
+                                  : fmt::format("--first {} is past the end of the table ({} images)", opt.first,
+                                                table.size()));
   int64_t n = std::min(opt.count, table.size() - opt.first);
   at::Tensor images = at::empty({n, table.height(), table.width(), table.channels()}, at::kByte);
   labels.assign(n, -1);
@@ -163,6 +166,19 @@ void corrupt(const CorruptOptions& opt, Provenance& prov) {
   at::Tensor images = load_rows(opt, prov, index, labels);
   if (!tokenizer.empty()) prov.add_input(tokenizer);
   const int64_t R = images.size(0), H = images.size(1), W = images.size(2), C = images.size(3);
+  // The rows as mdx-train's augmentation would give them (row i drawn as row i of step 0).
+  const Augment augment = opt.augment.resolve(objective->default_augment(false));
+  std::vector<int64_t> boxes;  // [R, 5]: top, left, height, width, flipped
+  if (augment.any()) {
+    images = images.contiguous();
+    at::Tensor src = images.clone();
+    for (int64_t i = 0; i < R; ++i) {
+      const CropBox b = augment.draw(H, W, prov.seed, 0, i);
+      resized_crop(src.data_ptr<uint8_t>() + i * H * W * C, H, W, C, b, images.data_ptr<uint8_t>() + i * H * W * C,
+                   H, W);
+      boxes.insert(boxes.end(), {b.top, b.left, b.height, b.width, b.flip ? 1 : 0});
+    }
+  }
   const TokenGeometry geometry = tok.geometry(H, W, C);
   if (auto latent = objective->latent()) latent->geometry(H, W, C);
   const int64_t L = geometry.tokens(), patch = geometry.cell_h();
@@ -199,6 +215,7 @@ void corrupt(const CorruptOptions& opt, Provenance& prov) {
     text.push_back({"mdx_schedule", schedule});
     text.push_back({"mdx_mask_policy", policy});
     text.push_back({"mdx_patch", std::to_string(patch)});
+    text.push_back({"mdx_augment", augment.describe()});
     text.push_back({"mdx_columns", col_text});
     text.push_back({"mdx_rows", fmt::format("{}", fmt::join(index, ","))});
     text.push_back({"mdx_legend", "blue: masked and dropped from the encoder; orange: masked, given to the encoder "
@@ -229,6 +246,8 @@ void corrupt(const CorruptOptions& opt, Provenance& prov) {
     h5::write(f, "mask_ratio", H5T_NATIVE_DOUBLE, {k}, ratios.data());
     h5::write_strings(f, "columns", names);
     h5::write(f, "index", H5T_NATIVE_INT64, {r}, index.data());
+    if (!boxes.empty()) h5::write(f, "augment_boxes", H5T_NATIVE_INT64, {r, 5}, boxes.data());
+    h5::write_attr(f, "augment", augment.describe());
     h5::write_attr(f, "objective", objective->name());
     h5::write_attr(f, "schedule", schedule);
     h5::write_attr(f, "mask_policy", policy);

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "mdx/corrupt/augment.h"
 #include "mdx/corrupt/objective.h"
 #include "mdx/util/provenance.h"
 
@@ -27,6 +28,7 @@ struct CorruptOptions {
   int64_t first = 0;                 // first image of the table
   int64_t zoom = 0;                  // pixel repetition in the PNG (0: cells of at least 64 px)
   bool no_original = false;
+  AugmentOptions augment{"none", ""};  // what mdx-train's --augment would feed (default: none)
 
   void add_to(CLI::App& app);
   void validate() const;

@@ -34,7 +34,8 @@ MaskDraw mage_mask(int64_t rows, int64_t tokens, double ratio, at::Generator& ge
 }
 
 int64_t umd_representation_rows(int64_t batch, double share) {
-  return static_cast<int64_t>(std::llround(batch * share));
+  // small-vision: n_no_noise = int(B * no_noise_prob), truncated.
+  return static_cast<int64_t>(static_cast<double>(batch) * share);
 }
 
 MaskPolicy parse_mask_policy(const std::string& name) {

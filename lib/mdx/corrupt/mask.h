@@ -33,7 +33,7 @@ MaskDraw mae_mask(int64_t rows, int64_t tokens, double ratio, at::Generator& gen
 // MAGE's counts: ceil(L ratio) masked, ceil(L min_ratio) dropped.
 MaskDraw mage_mask(int64_t rows, int64_t tokens, double ratio, at::Generator& gen, double min_ratio = 0.5);
 
-// UMD's split: the number of rows of a batch of B that take the representation step.
+// UMD's split: the number of rows of a batch of B that take the representation step, int(B r).
 int64_t umd_representation_rows(int64_t batch, double share);
 
 enum class MaskPolicy { Fixed, Mage, LmdCosine, LmdPiecewise, LmdLinear };

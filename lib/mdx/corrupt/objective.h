@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "mdx/corrupt/augment.h"
 #include "mdx/corrupt/mask.h"
 #include "mdx/corrupt/schedule.h"
 
@@ -84,6 +85,15 @@ class Objective {
   virtual std::string generator() const { return ""; }
   // The mask ratio of its noisy rows (UMD's 37.5 %), shown by mdx-corrupt beside each timestep.
   virtual double noisy_mask_ratio() const { return 0.0; }
+  // The EMA decay mdx-train keeps when --ema is not given (0: none), as the reference runs do:
+  // DiT's 0.9999 here; MAE none; UMD one only for its labelled run (an EMA step of 1e-4 B/256).
+  virtual double default_ema(bool /*labelled*/, int64_t /*batch*/) const { return 0.9999; }
+  // The training augmentation of its reference code (see augment.h): DiT's flip here.
+  virtual Augment default_augment(bool /*labelled*/) const {
+    Augment a;
+    a.flip = true;
+    return a;
+  }
 
   // The token spaces. bind() takes the tokenizer the user gave (null: pixel patches of `patch`)
   // and validates it; restore() sets the spaces a checkpoint recorded, without checks.

@@ -43,9 +43,14 @@ NoiseSchedule::NoiseSchedule(ScheduleKind kind, int64_t steps) : kind_(kind), st
   };
   switch (kind) {
     case ScheduleKind::Linear: {
-      // numpy.linspace(1e-4, 0.02, T, dtype=float64), as in DiT's get_beta_schedule("linear").
+      // DiT's and small-vision's get_named_beta_schedule("linear", T): scale = 1000 / T,
+      // numpy.linspace(scale 1e-4, scale 0.02, T, dtype=float64), computed as numpy does (a step
+      // times the index plus the start; the last value the stop itself).
+      const double scale = 1000.0 / static_cast<double>(T), start = scale * 1e-4, stop = scale * 0.02;
+      const double step = T > 1 ? (stop - start) / static_cast<double>(T - 1) : 0.0;
       std::vector<double> betas(T);
-      for (size_t t = 0; t < T; ++t) betas[t] = T == 1 ? 1e-4 : 1e-4 + (0.02 - 1e-4) * t / (T - 1.0);
+      for (size_t t = 0; t < T; ++t) betas[t] = static_cast<double>(t) * step + start;
+      if (T > 1) betas[T - 1] = stop;
       vp_from_betas(betas);
       break;
     }

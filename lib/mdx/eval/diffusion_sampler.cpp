@@ -30,6 +30,22 @@ RespacedSchedule respace(const NoiseSchedule& schedule, int64_t steps) {
   return r;
 }
 
+RespacedSchedule respace_umd(const NoiseSchedule& schedule, int64_t steps) {
+  const int64_t T = schedule.steps();
+  if (steps < 1 || steps > T) throw UsageError(fmt::format("--steps must lie in [1, {}]", T));
+  at::Tensor ac = schedule.alphas_cumprod().contiguous();
+  const double* a = ac.data_ptr<double>();
+  std::vector<int64_t> down;  // jnp.arange(T - 1, 0, -(T // steps)), then 0
+  for (int64_t t = T - 1; t > 0; t -= T / steps) down.push_back(t);
+  down.push_back(0);
+  RespacedSchedule r;
+  for (auto it = down.rbegin(); it != down.rend(); ++it) {
+    r.timesteps.push_back(*it);
+    r.alphas_cumprod.push_back(a[*it]);
+  }
+  return r;
+}
+
 at::Tensor reverse_diffusion(const RespacedSchedule& schedule, const SamplerSettings& settings,
                              const Denoiser& denoise, const at::Tensor& x_T,
                              const std::function<at::Tensor(int64_t)>& draw) {
@@ -65,11 +81,17 @@ void DiffusionOptions::add_to(CLI::App& app) {
   app.add_option("--eta", eta, "DDIM's eta (1: UMD's default; 0: deterministic)")->capture_default_str();
   app.add_option("--predict", predict, "which head drives the sampler: eps | x0 | auto (eps)")->capture_default_str();
   app.add_flag("--no-clip", no_clip, "do not clamp the x0 prediction to [-1, 1] at each step");
+  app.add_option("--spacing", spacing,
+                 "timesteps visited: uniform (guided-diffusion's), umd (999, 991, ..., 7, 0 and a final x0 call) "
+                 "or auto (umd for UMD's models)")
+      ->capture_default_str();
 }
 
 void DiffusionOptions::validate() const {
-  if (!(eta >= 0)) throw UsageError("--eta must be >= 0");
+  if (!(eta >= 0) || !std::isfinite(eta)) throw UsageError("--eta must be finite and >= 0");
   if (predict != "eps" && predict != "x0" && predict != "auto") throw UsageError("--predict must be eps, x0 or auto");
+  if (spacing != "uniform" && spacing != "umd" && spacing != "auto")
+    throw UsageError("--spacing must be uniform, umd or auto");
 }
 
 namespace {
@@ -87,7 +109,10 @@ class DiffusionSampler : public Sampler {
     settings_.eta = opt.diffusion.eta;
     settings_.predicts_x0 = opt.diffusion.predict == "x0";
     settings_.clip = !opt.diffusion.no_clip;
-    respaced_ = respace(schedule_, opt.steps);
+    spacing_ = opt.diffusion.spacing != "auto" ? opt.diffusion.spacing
+               : m.objective->name() == "umd"    ? "umd"
+                                                 : "uniform";
+    respaced_ = spacing_ == "umd" ? respace_umd(schedule_, opt.steps) : respace(schedule_, opt.steps);
   }
 
   at::Tensor generate(const GuidedModel& model, const at::Tensor& labels,
@@ -112,13 +137,14 @@ class DiffusionSampler : public Sampler {
     return {{"sampler", name_},
             {"eta", fmt::format("{}", settings_.eta)},
             {"steps", std::to_string(steps_)},
+            {"spacing", spacing_},
             {"schedule", schedule_name(schedule_.kind())},
             {"predict", settings_.predicts_x0 ? "x0" : "eps"},
             {"clip", settings_.clip ? "1" : "0"}};
   }
 
   std::string describe() const override {
-    return fmt::format("{} {} steps{}, predicting {}", name_, steps_,
+    return fmt::format("{} {} steps ({} spacing){}, predicting {}", name_, steps_, spacing_,
                        settings_.kind == SamplerKind::Ddim ? fmt::format(" (eta {})", settings_.eta) : "",
                        settings_.predicts_x0 ? "x0" : "eps");
   }
@@ -127,6 +153,7 @@ class DiffusionSampler : public Sampler {
   std::string name_;
   NoiseSchedule schedule_;
   int64_t steps_;
+  std::string spacing_;
   SamplerSettings settings_;
   RespacedSchedule respaced_;
 };

@@ -24,6 +24,10 @@ struct RespacedSchedule {
   std::vector<double> alphas_cumprod;  // alpha_bar at those timesteps
 };
 RespacedSchedule respace(const NoiseSchedule& schedule, int64_t steps);
+// small-vision's own DDIM grid: T-1, T-1-k, ... down to (not including) 0 with k = T / steps
+// (integer), then 0 (999, 991, ..., 7, 0 for 125 of 1000): `steps` transitions and a final call at
+// t = 0 whose alpha_bar_prev of 1 returns its x0 prediction, steps + 1 model calls in all.
+RespacedSchedule respace_umd(const NoiseSchedule& schedule, int64_t steps);
 
 enum class SamplerKind { Ddpm, Ddim };
 
@@ -48,6 +52,7 @@ at::Tensor reverse_diffusion(const RespacedSchedule& schedule, const SamplerSett
 struct DiffusionOptions {
   double eta = 1.0;               // DDIM's stochasticity
   std::string predict = "auto";   // eps | x0 | auto (eps)
+  std::string spacing = "auto";   // uniform | umd | auto (umd for UMD's checkpoints, else uniform)
   bool no_clip = false;
 
   void add_to(CLI::App& app);

@@ -24,7 +24,7 @@ void EmbedOptions::add_to(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--t", t, "embed inputs noised at timestep t by the checkpoint's objective (-1: clean, time index 0)")
       ->capture_default_str();
-  app.add_flag("--raw-weights", raw_weights, "use the raw weights instead of the EMA weights");
+  add_weights_option(app, weights, "raw (as UMD and MAE probe) or ema");
   app.add_option("--tokenizer", tokenizer,
                  "l-DAE with --t: the PCA latent to noise in (default: the one the checkpoint carries)");
   app.add_option("--batch", batch, "images per forward pass")->capture_default_str();
@@ -49,7 +49,7 @@ void embed(const EmbedOptions& opt, Provenance& prov) {
   if (!opt.tokenizer.empty()) inputs.push_back(opt.tokenizer);
   AtomicOutput out(opt.output, inputs);
   ImageTable table(opt.tables);
-  TrainedModel m = load_trained_model(opt.checkpoint, !opt.raw_weights, at::Device(prov.device), opt.tokenizer);
+  TrainedModel m = load_trained_model(opt.checkpoint, opt.weights, at::Device(prov.device), opt.tokenizer);
   const ModelConfig& c = m.config;
   if (table.height() != c.height || table.width() != c.width || table.channels() != c.channels)
     throw Error(fmt::format("'{}' holds {}x{}x{} images; the model of '{}' was trained on {}x{}x{}", opt.tables[0],
@@ -75,11 +75,12 @@ void embed(const EmbedOptions& opt, Provenance& prov) {
     std::unique_ptr<h5::RowWriter> labels;
     if (table.has_labels()) labels = std::make_unique<h5::RowWriter>(f, "labels", H5T_NATIVE_INT64,
                                                                      std::vector<hsize_t>{}, 1 << 16, 0);
-    at::Tensor images = at::empty({opt.batch, c.height, c.width, c.channels}, at::kByte);
-    std::vector<int64_t> label_buf(static_cast<size_t>(opt.batch));
+    const int64_t batch = std::max<int64_t>(1, std::min(opt.batch, end - begin));  // never more than the rows
+    at::Tensor images = at::empty({batch, c.height, c.width, c.channels}, at::kByte);
+    std::vector<int64_t> label_buf(static_cast<size_t>(batch));
     Progress progress("embedding", n, "images");
-    for (int64_t start = begin; start < end; start += opt.batch) {
-      const int64_t b = std::min(opt.batch, end - start);
+    for (int64_t start = begin; start < end; start += batch) {
+      const int64_t b = std::min(batch, end - start);
       table.read(start, b, images.data_ptr<uint8_t>(), labels ? label_buf.data() : nullptr);
       at::Tensor e = encoder(images.slice(0, 0, b));
       if (!at::isfinite(e).all().item<bool>())

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "mdx/eval/weights.h"
 #include "mdx/util/provenance.h"
 
 namespace CLI {
@@ -18,7 +19,7 @@ struct EmbedOptions {
   std::string output;
   std::string pool = "cls";   // cls | mean | cls+mean
   int64_t t = -1;             // -1: clean input at time index 0; else noised at t (l-DAE probes at small t)
-  bool raw_weights = false;   // the raw weights instead of the EMA ones
+  Weights weights = Weights::Raw;  // as UMD and MAE probe
   std::string tokenizer;      // l-DAE's PCA file when noising (default: the checkpoint's)
   int64_t batch = 256;
   std::string shard = "0/1";

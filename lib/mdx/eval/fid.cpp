@@ -32,7 +32,7 @@ void FidOptions::add_to(CLI::App& app) {
   app.add_option("--encoder", encoder, "mdx checkpoint whose encoder gives the features (a distance in its "
                                        "representation space)");
   app.add_option("--pool", pool, "--encoder: cls | mean | cls+mean")->capture_default_str();
-  app.add_flag("--raw-weights", raw_weights, "--encoder: the raw weights instead of the EMA weights");
+  add_weights_option(app, weights, "with --encoder: raw (as UMD's representation FDs) or ema");
   app.add_option("--size", size, "--extractor: images are resized (bilinear) to size x size")->capture_default_str();
   app.add_option("--batch", batch, "images per forward pass")->capture_default_str();
   app.add_option("--save-stats", save_stats, "write mu, sigma, count and the extractor's identity of the "
@@ -42,7 +42,7 @@ void FidOptions::add_to(CLI::App& app) {
 void FidOptions::validate() const {
   if (!extractor.empty() && !encoder.empty()) throw UsageError("give one of --extractor and --encoder, not both");
   parse_pool(pool);
-  if (size < 1) throw UsageError("--size must be at least 1");
+  if (size < 1 || size > 4096) throw UsageError("--size must lie in [1, 4096]");
   if (batch < 1) throw UsageError("--batch must be at least 1");
   if (inputs.size() == 1 && save_stats.empty())
     throw UsageError("one input: give a second one to compare with, or --save-stats FILE to save its statistics");
@@ -342,7 +342,7 @@ class TorchScriptExtractor : public Extractor {
                               "first element is one)", id_.path, out.tagKind()));
     at::Tensor f = out.toTensor();
     const bool pooled = f.dim() == 4 && f.size(2) == 1 && f.size(3) == 1;
-    if (!(f.dim() == 2 || pooled) || f.size(0) != B)
+    if (!(f.dim() == 2 || pooled) || f.size(0) != B || f.size(1) == 0)
       throw Error(fmt::format("the module '{}' returned features of shape [{}] for {} images; expected [{},F] or "
                               "[{},F,1,1]", id_.path, fmt::join(f.sizes(), ","), B, B, B));
     return f.reshape({B, -1}).to(at::kCPU, at::kFloat);
@@ -356,8 +356,8 @@ class TorchScriptExtractor : public Extractor {
 
 class EncoderExtractor : public Extractor {
  public:
-  EncoderExtractor(const std::string& path, const std::string& pool, bool raw_weights, const at::Device& device)
-      : model_(load_trained_model(path, !raw_weights, device)), encoder_(model_, parse_pool(pool)) {
+  EncoderExtractor(const std::string& path, const std::string& pool, Weights weights, const at::Device& device)
+      : model_(load_trained_model(path, weights, device)), encoder_(model_, parse_pool(pool)) {
     identify_file(id_, path);
     id_.kind = "mdx-encoder";
     id_.step = model_.step;
@@ -505,7 +505,7 @@ FidReport fid(const FidOptions& opt, Provenance& prov) {
     extract = std::make_unique<TorchScriptExtractor>(opt.extractor, opt.size, device);
     prov.add_input(opt.extractor);
   } else if (!opt.encoder.empty()) {
-    auto e = std::make_unique<EncoderExtractor>(opt.encoder, opt.pool, opt.raw_weights, device);
+    auto e = std::make_unique<EncoderExtractor>(opt.encoder, opt.pool, opt.weights, device);
     prov.add_input(opt.encoder, e->history());
     extract = std::move(e);
   }
@@ -556,8 +556,9 @@ FidReport fid(const FidOptions& opt, Provenance& prov) {
 
   FidReport report;
   if (sides.size() == 2) {
-    const double d = frechet_distance(sides[0].stats.mu, sides[0].stats.sigma, sides[1].stats.mu,
-                                      sides[1].stats.sigma);
+    // A distance: rounding can leave it a hair below 0 (-1e-14 for identical statistics).
+    const double d = std::max(0.0, frechet_distance(sides[0].stats.mu, sides[0].stats.sigma, sides[1].stats.mu,
+                                                    sides[1].stats.sigma));
     log("Fréchet distance {:.6f} ({} vs {} images)", d, sides[0].stats.count, sides[1].stats.count);
     report.fid = d;
   }

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "mdx/eval/weights.h"
 #include "mdx/util/provenance.h"
 
 namespace CLI {
@@ -25,7 +26,7 @@ struct FidOptions {
   std::string extractor;            // TorchScript module file
   std::string encoder;              // mdx checkpoint
   std::string pool = "cls";         // --encoder: cls | mean | cls+mean
-  bool raw_weights = false;         // --encoder: the raw weights instead of the EMA ones
+  Weights weights = Weights::Raw;   // --encoder: as UMD's representation FDs
   int64_t size = 299;               // --extractor: images are resized to size x size
   int64_t batch = 100;
   std::string save_stats;           // statistics of the one image-table input

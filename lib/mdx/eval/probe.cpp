@@ -169,6 +169,7 @@ Features read_features(const std::string& path) {
     if (i.dims.size() != 2 || i.type_class != H5T_FLOAT)
       throw Error(fmt::format("'{}': dataset 'embeddings' must be float [N,F], found a {}-dimensional {}", path,
                               i.dims.size(), i.type_class == H5T_FLOAT ? "float" : "non-float"));
+    if (i.dims[1] == 0) throw Error(fmt::format("'{}': dataset 'embeddings' has 0 features per row", path));
     r.x = at::empty({static_cast<int64_t>(i.dims[0]), static_cast<int64_t>(i.dims[1])}, at::kFloat);
     if (r.x.numel()) h5::read_all(ds, H5T_NATIVE_FLOAT, r.x.data_ptr<float>(), "'embeddings' in '" + path + "'");
   } else if (h5::has(f, "images")) {

@@ -37,7 +37,7 @@ void SampleOptions::add_to(CLI::App& app) {
   app.add_option("--classes", classes, "classes to sample (comma-separated; default: all)")->delimiter(',');
   app.add_option("--per-class", per_class, "samples per class")->capture_default_str();
   app.add_option("--count", count, "samples of an unconditional model")->capture_default_str();
-  app.add_flag("--raw-weights", raw_weights, "use the raw weights instead of the EMA weights");
+  add_weights_option(app, weights, "ema (as DiT and UMD sample) or raw");
   diffusion.add_to(app);
   app.add_option("--batch", batch, "samples per forward pass (twice that many rows with guidance)")
       ->capture_default_str();
@@ -85,7 +85,7 @@ void sample(const SampleOptions& opt, Provenance& prov) {
   FilePlan().read(opt.checkpoint, "the checkpoint").write(opt.output, "-o").write(opt.grid, "--grid").check();
   const Shard shard = parse_shard(opt.shard);
   const at::Device device(prov.device);
-  TrainedModel m = load_trained_model(opt.checkpoint, !opt.raw_weights, device);
+  TrainedModel m = load_trained_model(opt.checkpoint, opt.weights, device);
   const ModelConfig& c = m.config;
   std::unique_ptr<Sampler> sampler = make_sampler(opt.sampler, opt, m);
   const bool conditional = c.num_classes > 0;

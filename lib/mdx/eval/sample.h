@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "mdx/eval/diffusion_sampler.h"
+#include "mdx/eval/weights.h"
 #include "mdx/util/provenance.h"
 
 namespace CLI {
@@ -24,7 +25,7 @@ struct SampleOptions {
   std::vector<int64_t> classes;      // empty: all
   int64_t per_class = 10;
   int64_t count = 0;                 // unconditional models: how many
-  bool raw_weights = false;
+  Weights weights = Weights::Ema;    // as DiT and UMD's generation run sample
   DiffusionOptions diffusion;        // the diffusion samplers' own (--eta, --predict, --no-clip)
   int64_t batch = 64;
   int64_t grid_columns = 10;

@@ -8,6 +8,7 @@
 #include "mdx/tokenize/tokenizer.h"
 #include "mdx/train/checkpoint.h"
 #include "mdx/util/error.h"
+#include "mdx/util/log.h"
 #include "mdx/util/torch_compat.h"
 
 namespace mdx {
@@ -17,7 +18,21 @@ std::string TrainedModel::setting(const std::string& key, const std::string& fal
   return it == settings.end() ? fallback : it->second;
 }
 
-TrainedModel load_trained_model(const std::string& path, bool ema, const at::Device& device,
+void add_weights_option(CLI::App& app, Weights& weights, const std::string& help) {
+  app.add_option_function<std::string>(
+         "--weights",
+         [&weights](const std::string& v) {
+           if (v != "raw" && v != "ema") throw CLI::ValidationError("--weights", "must be raw or ema, got '" + v + "'");
+           weights = v == "ema" ? Weights::Ema : Weights::Raw;
+         },
+         help)
+      ->type_name("raw|ema")
+      ->default_str(weights_name(weights));
+}
+
+const char* weights_name(Weights w) { return w == Weights::Ema ? "ema" : "raw"; }
+
+TrainedModel load_trained_model(const std::string& path, Weights weights, const at::Device& device,
                                 const std::string& latent_file) {
   CheckpointState s = load_checkpoint(path, true);
   TrainedModel m;
@@ -37,10 +52,11 @@ TrainedModel load_trained_model(const std::string& path, bool ema, const at::Dev
   if (g.tokens() != m.config.tokens() || g.values != m.config.token_dim())
     throw Error(fmt::format("'{}': its tokenizer gives {} tokens of {} values, its model takes {} of {}", path,
                             g.tokens(), g.values, m.config.tokens(), m.config.token_dim()));
-  m.ema = ema && !s.ema.empty();
-  const auto& weights = m.ema ? s.ema : s.model;
+  m.ema = weights == Weights::Ema && !s.ema.empty();
+  if (weights == Weights::Ema && s.ema.empty())
+    log("'{}' has no EMA weights (trained with --ema 0): using its raw weights", path);
   m.model = MaskedDiffusionAutoencoder(m.config);
-  copy_weights(*m.model, weights, path, true);
+  copy_weights(*m.model, m.ema ? s.ema : s.model, path, true);
   m.model->to(device);
   m.model->eval();
   return m;

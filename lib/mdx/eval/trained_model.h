@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "mdx/corrupt/objective.h"
+#include "mdx/eval/weights.h"
 #include "mdx/model/autoencoder.h"
 
 namespace mdx {
@@ -29,12 +30,12 @@ struct TrainedModel {
   std::string setting(const std::string& key, const std::string& fallback = "") const;
 };
 
-// Loads the EMA weights (the raw ones when `ema` is false or the file has none) onto `device`, in
+// Loads the `weights` (the raw ones when the EMA is asked for and the file has none, saying so) onto `device`, in
 // eval mode, with the tokenizers the checkpoint carries (a checkpoint written before tokenizers
 // were carried: pixel patches of its patch size, and the latent from `latent_file`, default the
 // path its configuration recorded, when that file is still there). Throws Error when `path` is not
 // an mdx checkpoint or lacks a weight.
-TrainedModel load_trained_model(const std::string& path, bool ema, const at::Device& device,
+TrainedModel load_trained_model(const std::string& path, Weights weights, const at::Device& device,
                                 const std::string& latent_file = "");
 
 // How the encoder's outputs become one vector per image.

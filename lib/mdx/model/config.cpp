@@ -3,6 +3,8 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include "mdx/corrupt/schedule.h"
 #include "mdx/util/error.h"
 
@@ -49,9 +51,14 @@ void ModelConfig::resolve() {
   if (dim % heads != 0 || decoder_dim % decoder_heads != 0)
     throw UsageError(fmt::format("widths must be multiples of the head counts ({} / {}, {} / {})", dim, heads,
                                  decoder_dim, decoder_heads));
-  if (dim % 4 != 0 || decoder_dim % 4 != 0) throw UsageError("widths must be multiples of 4 (2-D sin-cos positions)");
-  if (patch < 1 || depth < 1 || decoder_depth < 1 || cls_tokens < 1 || mlp_ratio <= 0)
-    throw UsageError("patch, depths, CLS tokens and MLP ratio must be positive");
+  if (dim % 4 != 0 || decoder_dim % 4 != 0)
+    throw UsageError(fmt::format("--dim ({}) and --decoder-dim ({}) must be multiples of 4 (2-D sin-cos positions)",
+                                 dim, decoder_dim));
+  for (const auto& [name, v] : {std::pair<const char*, int64_t>{"--patch", patch}, {"--depth", depth},
+                                {"--decoder-depth", decoder_depth}, {"--cls-tokens", cls_tokens}})
+    if (v < 1) throw UsageError(fmt::format("{} must be positive, got {}", name, v));
+  if (!(mlp_ratio > 0) || !std::isfinite(mlp_ratio))
+    throw UsageError(fmt::format("--mlp-ratio must be positive, got {}", mlp_ratio));
   if (height > 0 && grid_h == 0) {  // a pixel token space of --patch (checkpoints before tokenizers)
     if (height % patch != 0 || width % patch != 0)
       throw Error(fmt::format("patch size {} does not divide the image size {}x{}", patch, height, width));

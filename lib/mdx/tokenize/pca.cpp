@@ -150,7 +150,7 @@ void PcaFitOptions::validate() const {
   if (patch < 1) throw UsageError("--patch must be at least 1");
   if (dim < 0) throw UsageError("--dim must be >= 0");
   if (!(variance > 0 && variance <= 1)) throw UsageError("--variance must be in (0, 1]");
-  if (samples < 0) throw UsageError("--samples must be >= 0");
+  if (samples < 0 || samples == 1) throw UsageError("--samples must be 0 (every patch) or at least 2");
   if (chunk < 1) throw UsageError("--chunk must be at least 1");
 }
 
@@ -161,7 +161,7 @@ void pca_fit(const PcaFitOptions& opt, Provenance& prov) {
   prov.inputs = opt.inputs;
   prov.merge_history(table.history());
   PixelTokenizer(opt.patch).geometry(table.height(), table.width(), table.channels());
-  if (table.size() == 0) throw Error("input table is empty");
+  if (table.size() == 0) throw Error(fmt::format("'{}' holds no images", fmt::join(table.paths(), "', '")));
   AtomicOutput out(opt.output, opt.inputs);
 
   const int64_t L = (table.height() / opt.patch) * (table.width() / opt.patch);

@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "mdx/corrupt/objective.h"
 #include "mdx/io/hdf5.h"
+#include "mdx/model/config.h"
 #include "mdx/tokenize/tokenizer.h"
 #include "mdx/util/error.h"
 #include "mdx/util/output.h"
@@ -101,12 +103,21 @@ CheckpointState load_checkpoint(const std::string& path, bool weights_only) {
   s.model = read_tensors(f, "model", path);
   s.ema = read_tensors(f, "ema", path);
   s.step = h5::read_attr_int(f, "step");
+  if (s.step < 0) throw Error(fmt::format("'{}': its step is {}; the file is damaged", path, s.step));
   s.history = h5::read_history(f);
   {
     h5::Handle g(H5Gopen2(f, "config", H5P_DEFAULT));
     std::vector<std::string> names;
     H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, nullptr, collect_attribute, &names);
     for (const auto& name : names) s.config[name] = h5::read_attr_string(g, name);
+  }
+  // The configuration is the checkpoint's data: inconsistent, it is a damaged file (exit 1, naming
+  // it), not a usage error of the command that reads it.
+  try {
+    (void)ModelConfig::from_map(s.config);
+    (void)objective_from_config(s.config);
+  } catch (const std::runtime_error& e) {
+    throw Error(fmt::format("'{}': its configuration is damaged: {}", path, e.what()));
   }
   for (auto [name, into] : {std::pair{"tokenizer", &s.tokenizer}, std::pair{"latent_tokenizer", &s.latent}}) {
     if (!h5::has(f, name)) continue;

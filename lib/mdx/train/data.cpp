@@ -20,7 +20,7 @@ at::Generator generator(uint64_t seed, int64_t epoch, int64_t salt) {
 TrainingData::TrainingData(const ImageTable& table, int64_t batch, uint64_t seed, int64_t budget_bytes)
     : table_(table), batch_(batch), spe_(std::max<int64_t>(1, table.size() / batch)), seed_(seed) {
   const int64_t n = table.size(), bytes = table.image_bytes();
-  if (n == 0) throw Error("the training table is empty");
+  if (n == 0) throw Error(fmt::format("the training table ('{}') holds no images", fmt::join(table.paths(), "', '")));
   labels_ = at::full({n}, -1, at::kLong);
   if (table.has_labels()) {
     h5::LockGuard lock;

@@ -41,7 +41,7 @@ DistributedEnv distributed_from_environment() {
   if (const char* a = env("MASTER_ADDR")) e.master_addr = a;
   e.master_port = env_int("MASTER_PORT", 29500);
   if (e.world < 1 || e.rank < 0 || e.rank >= e.world)
-    throw Error(fmt::format("inconsistent distributed environment: rank {} of {}", e.rank, e.world));
+    throw Error(fmt::format("inconsistent distributed environment: RANK {} of WORLD_SIZE {}", e.rank, e.world));
   if (e.world > 1 && e.master_port < 1) throw Error("MASTER_PORT must be a TCP port");
   return e;
 }

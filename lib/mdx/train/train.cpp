@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -51,7 +52,10 @@ void OptimOptions::add_to(CLI::App& app) {
   app.add_option("--beta2", beta2, "AdamW beta2")->capture_default_str();
   app.add_option("--clip", clip, "gradient-norm clipping (0: none)")->capture_default_str();
   app.add_option("--warmup", warmup, "share of the steps spent warming up the learning rate")->capture_default_str();
-  app.add_option("--ema", ema, "EMA decay of the weights")->capture_default_str();
+  app.add_option("--ema", ema,
+                 "EMA decay of the weights; 0: none; -1: the objective's (umd: 1 - 1e-4 batch/256 with "
+                 "--class-cond, else none; mae: none; dit, ldae: 0.9999)")
+      ->capture_default_str();
 }
 
 void OptimOptions::validate() const {
@@ -62,7 +66,7 @@ void OptimOptions::validate() const {
   if (!(blr > 0) || !std::isfinite(blr)) throw UsageError("--blr must be finite and > 0");
   if (!(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1)) throw UsageError("--beta1/--beta2 must lie in [0, 1)");
   if (!(warmup >= 0 && warmup < 1)) throw UsageError("--warmup must lie in [0, 1)");
-  if (!(ema >= 0 && ema < 1)) throw UsageError("--ema must lie in [0, 1)");
+  if (!(ema == -1 || (ema >= 0 && ema < 1))) throw UsageError("--ema must lie in [0, 1), or be -1");
 }
 
 void RunOptions::add_to(CLI::App& app) {
@@ -107,6 +111,7 @@ void TrainOptions::add_to(CLI::App& app) {
   labels.add_to(app);
   model.add_to(app);
   optim.add_to(app);
+  augment.add_to(app);
 }
 
 namespace {
@@ -130,7 +135,9 @@ class Trainer {
     opt.optim.validate();
     opt.run.validate();
     opt.labels.validate();
+    opt.augment.validate();
     objective_ = opt.objective.make();
+    augment_ = opt.augment.resolve(objective_->default_augment(opt.labels.class_cond));
     device_ = at::Device(prov.device);
     dist_ = distributed_from_environment();
     if (dist_.active()) {
@@ -177,7 +184,8 @@ class Trainer {
     for (const auto& p : named_) params_.push_back(p.value());
     gen_ = compat::cpu_generator(prov.seed);
     if (!opt.run.init.empty()) init_from(opt.run.init, start_);
-    {
+    ema_decay_ = opt.optim.ema >= 0 ? opt.optim.ema : objective_->default_ema(opt.labels.class_cond, opt.optim.batch);
+    if (ema_decay_ > 0) {
       at::NoGradGuard ng;
       for (const auto& p : named_) ema_[p.key()] = p.value().detach().clone();
     }
@@ -195,10 +203,11 @@ class Trainer {
       comm_->broadcast(ema);
     }
     log("{}: {} images {}x{}x{}, {} tokens of {} values ({}); model {} ({:.1f}M parameters: {} wide, {}+{} blocks); "
-        "{} steps of {} ({} per epoch), lr {:.3g}, device {}",
+        "{} steps of {} ({} per epoch), lr {:.3g}, EMA {}, augment {}, device {}",
         objective_->name(), table_.size(), model_cfg_.height, model_cfg_.width, model_cfg_.channels,
         model_cfg_.tokens(), model_cfg_.token_dim(), objective_->tokenizer()->describe(), model_cfg_.preset,
-        parameter_count() / 1e6, model_cfg_.dim, model_cfg_.depth, model_cfg_.decoder_depth, total_, opt.optim.batch, spe_, opt.optim.base_lr(), prov.device);
+        parameter_count() / 1e6, model_cfg_.dim, model_cfg_.depth, model_cfg_.decoder_depth, total_, opt.optim.batch, spe_, opt.optim.base_lr(),
+        ema_decay_ > 0 ? fmt::format("{}", ema_decay_) : std::string("none"), augment_.describe(), prov.device);
   }
 
   std::optional<TrainBenchmark> run() {
@@ -271,8 +280,8 @@ class Trainer {
   void discard_unsaved() {
     const std::string metrics = beside(opt_.run.output, ".metrics.jsonl");
     if (saved_step_ < 0) {
-      std::remove(metrics.c_str());
-      std::remove(beside(opt_.run.output, ".preview.png").c_str());
+      ::unlink(metrics.c_str());  // files only: never a directory of that name
+      ::unlink(beside(opt_.run.output, ".preview.png").c_str());
     } else {
       keep_metrics_until(saved_step_);
     }
@@ -331,15 +340,32 @@ class Trainer {
   void resume_from(const std::string& path, const CheckpointState& s) {
     copy_weights(*model_, s.model, path, true);
     at::NoGradGuard ng;
-    for (auto& [name, value] : ema_)
-      if (s.ema.count(name)) value.copy_(s.ema.at(name));
-    for (auto& slot : optimizer_->slots()) {
-      if (!s.exp_avg.count(slot.name)) continue;
-      slot.exp_avg.copy_(s.exp_avg.at(slot.name));
-      slot.exp_avg_sq.copy_(s.exp_avg_sq.at(slot.name));
-      slot.step = s.adam_steps.at(slot.name);
+    // A resumed run continues exactly or not at all: a tensor missing from, or shaped otherwise
+    // in, the EMA or the optimizer state of the checkpoint is damage.
+    auto take = [&](at::Tensor& into, const std::map<std::string, at::Tensor>& from, const std::string& group,
+                    const std::string& name) {
+      auto it = from.find(name);
+      if (it == from.end() || it->second.sizes() != into.sizes())
+        throw Error(fmt::format("'{}': {}/{} is {}; the file is damaged", path, group, name,
+                                it == from.end() ? "missing" : "of another shape"));
+      into.copy_(it->second);
+    };
+    if (!s.ema.empty())
+      for (auto& [name, value] : ema_) take(value, s.ema, "ema", name);
+    if (!s.exp_avg.empty() || !s.exp_avg_sq.empty()) {
+      for (auto& slot : optimizer_->slots()) {
+        take(slot.exp_avg, s.exp_avg, "optimizer/exp_avg", slot.name);
+        take(slot.exp_avg_sq, s.exp_avg_sq, "optimizer/exp_avg_sq", slot.name);
+        slot.step = s.adam_steps.at(slot.name);
+      }
     }
-    if (s.rng.defined()) gen_.set_state(s.rng);
+    if (s.rng.defined()) {
+      try {
+        gen_.set_state(s.rng);
+      } catch (const c10::Error&) {
+        throw Error(fmt::format("'{}': its generator state 'rng' ({} bytes) is damaged", path, s.rng.numel()));
+      }
+    }
     step_ = s.step;
     if (step_ >= total_) log("'{}' is already at step {} of {}", path, step_, total_);
     else log("resuming '{}' at step {} of {}", path, step_, total_);
@@ -354,14 +380,35 @@ class Trainer {
     Batch b;
     at::Tensor images, labels;
     data_->batch(step, images, labels);
+    if (augment_.any()) images = augmented(images, step);
     b.x0 = objective_->tokenizer()->encode(images);
     b.corrupted = objective_->sample(b.x0, step, total_, gen_);
     if (model_cfg_.num_classes > 0) {
       b.labels = labels;
       at::Tensor drop = at::rand({labels.size(0)}, gen_) < opt_.labels.class_dropout;
+      // Representation-step rows (UMD's clean, masked rows) are label-free: small-vision's
+      // no-noise call passes no label, which its model turns into the null class.
+      drop |= b.corrupted.representation;
       b.labels = at::where(drop, at::full_like(b.labels, model_cfg_.num_classes), b.labels);
     }
     return b;
+  }
+
+  // The batch of `step` as the model sees it: each row cropped and flipped as drawn for (seed, step,
+  // row), so a resumed run and every rank see the same images.
+  at::Tensor augmented(const at::Tensor& images, int64_t step) const {
+    at::Tensor src = images.contiguous();
+    const int64_t B = src.size(0), H = src.size(1), W = src.size(2), C = src.size(3);
+    at::Tensor out = at::empty_like(src);
+    const uint8_t* in = src.data_ptr<uint8_t>();
+    uint8_t* dst = out.data_ptr<uint8_t>();
+    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const CropBox box = augment_.draw(H, W, prov_.seed, step, i);
+        resized_crop(in + i * H * W * C, H, W, C, box, dst + i * H * W * C, H, W);
+      }
+    });
+    return out;
   }
 
   // The model on rows [r.begin, r.end) of the batch (all rows by default).
@@ -394,7 +441,8 @@ class Trainer {
     grad_norm_ = clip_grad_norm(params_, opt_.optim.clip);
     optimizer_->step();
     at::NoGradGuard ng;
-    for (const auto& p : named_) ema_[p.key()].mul_(opt_.optim.ema).add_(p.value().detach(), 1 - opt_.optim.ema);
+    if (ema_decay_ > 0)
+      for (const auto& p : named_) ema_[p.key()].mul_(ema_decay_).add_(p.value().detach(), 1 - ema_decay_);
     return loss;
   }
 
@@ -444,7 +492,8 @@ class Trainer {
     c["betas"] = fmt::format("{},{}", opt_.optim.beta1, opt_.optim.beta2);
     c["clip"] = fmt::format("{}", opt_.optim.clip);
     c["warmup"] = fmt::format("{}", opt_.optim.warmup);
-    c["ema"] = fmt::format("{}", opt_.optim.ema);
+    c["ema"] = fmt::format("{}", ema_decay_);
+    c["augment"] = augment_.describe();
     c["seed"] = std::to_string(prov_.seed);
     c["tokenizer_identity"] = objective_->tokenizer()->identity();
     if (auto latent = objective_->latent()) c["latent_identity"] = latent->identity();
@@ -458,6 +507,15 @@ class Trainer {
   // objective or optimizer halfway (a Slurm requeue passes the same command line again). Only
   // the length may change: a longer --steps extends a finished run (see mdx-train(1)).
   void check_same_run(const std::string& path, const CheckpointState& s) const {
+    auto setting = [&](const char* key) {
+      auto it = s.config.find(key);
+      return it == s.config.end() ? std::string("?") : it->second;
+    };
+    const std::string was = setting("height") + "x" + setting("width") + "x" + setting("channels");
+    const std::string now = fmt::format("{}x{}x{}", table_.height(), table_.width(), table_.channels());
+    if (was != now)  // not an option given otherwise: another table
+      throw Error(fmt::format("--resume: '{}' was trained on {} images, '{}' holds {}", path, was,
+                              fmt::join(opt_.run.inputs, "', '"), now));
     std::vector<std::string> diffs;
     for (const auto& [key, now] : run_config()) {
       if (key == "total_steps" || key == "tokenizer_file") continue;
@@ -618,7 +676,9 @@ class Trainer {
   at::Generator gen_;
   std::unique_ptr<TrainingData> data_;
   int64_t num_classes_ = 0, spe_ = 1, total_ = 0, warmup_ = 0, step_ = 0;
-  int64_t saved_step_ = -1;  // the step of the checkpoint under -o; -1 while there is none
+  int64_t saved_step_ = -1;
+  double ema_decay_ = 0;
+  Augment augment_;          // --augment, or the objective's     // --ema, or the objective's default; 0: no EMA kept  // the step of the checkpoint under -o; -1 while there is none
   int64_t last_kept_ = 0;
   double last_flops_ = 0, grad_norm_ = 0;
 };

@@ -30,7 +30,7 @@ struct OptimOptions {
   double blr = 1.5e-4;
   double weight_decay = 0.05, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
   double warmup = 0.05;   // share of the steps
-  double ema = 0.9999;
+  double ema = -1;        // -1: the objective's default (Objective::default_ema); 0: none
 
   void add_to(CLI::App& app);
   void validate() const;
@@ -60,6 +60,7 @@ struct TrainOptions {
   ModelConfig model;
   OptimOptions optim;
   RunOptions run;
+  AugmentOptions augment;
   void add_to(CLI::App& app);
 };
 

@@ -10,6 +10,10 @@ const std::string& program_name();
 void set_quiet(bool quiet);
 bool quiet();
 
+// `text` made one printable line: control characters and bytes that are not UTF-8 become C
+// escapes (\n, \t, \xNN), so that a file name holding a newline cannot split an error line.
+std::string one_line(const std::string& text);
+
 void log_line(const std::string& text);      // "mdx-x: text", unless quiet
 void warn_line(const std::string& text);     // "mdx-x: warning: text", always
 

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 
 #include "mdx/util/error.h"
 #include "mdx/util/signal.h"
@@ -19,6 +20,27 @@ std::string fmt_clash(const std::string& a, const std::string& a_role, const std
   std::string s = "'" + a + "' (" + a_role + ") is also '" + b + "' (" + b_role + "); " + why;
   if (a == b) s = "'" + a + "' is both " + a_role + " and " + b_role + "; " + why;
   return s;
+}
+// An output must be a regular file (or not exist yet) in an existing, writable directory: a
+// directory, a device (-o /dev/null would be replaced by a file) or a FIFO is refused.
+void check_writable(const std::string& path, const std::string& role) {
+  const auto slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+  if (slash != std::string::npos && slash + 1 == path.size())
+    throw Error("output '" + path + "' (" + role + ") names a directory, not a file");
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    throw Error("output '" + path + "' (" + role + ") is " +
+                (S_ISDIR(st.st_mode)   ? "a directory"
+                 : S_ISCHR(st.st_mode) ? "a character device"
+                 : S_ISBLK(st.st_mode) ? "a block device"
+                 : S_ISFIFO(st.st_mode) ? "a FIFO"
+                                        : "not a regular file") +
+                "; mdx writes regular files only");
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    throw Error("cannot write '" + path + "': directory '" + dir + "' does not exist");
+  if (access(dir.c_str(), W_OK) != 0)
+    throw Error("cannot write '" + path + "': directory '" + dir + "' is not writable");
 }
 }  // namespace
 
@@ -62,6 +84,7 @@ void FilePlan::check() const {
     for (size_t j = 0; j < i; ++j)
       if (same(writes_[j].first, out))
         throw Error(fmt_clash(out, out_role, writes_[j].first, writes_[j].second, "one would be lost"));
+    check_writable(out, out_role);
   }
 }
 
@@ -71,22 +94,16 @@ AtomicOutput::AtomicOutput(std::string path, const std::vector<std::string>& inp
     if (same_file(in, path_) || in == path_)
       throw Error("output '" + path_ + "' is also an input; refusing to overwrite an input");
   auto slash = path_.find_last_of('/');
-  std::string dir = slash == std::string::npos ? "." : path_.substr(0, slash + 1);
   std::string base = slash == std::string::npos ? path_ : path_.substr(slash + 1);
-  if (base.empty()) throw Error("output '" + path_ + "' names a directory, not a file");
-  struct stat st;
-  if (stat(path_.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
-    throw Error("output '" + path_ + "' is a directory");
-  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-    throw Error("cannot write '" + path_ + "': directory '" + dir + "' does not exist");
-  if (access(dir.c_str(), W_OK) != 0)
-    throw Error("cannot write '" + path_ + "': directory '" + dir + "' is not writable");
+  check_writable(path_, "the output");
+  // A name near the 255-byte limit keeps its first 180 bytes and a hash in the temporary name.
+  if (base.size() > 200) base = base.substr(0, 180) + "~" + std::to_string(std::hash<std::string>()(base) % 1000000007);
   temp_ = (slash == std::string::npos ? std::string() : path_.substr(0, slash + 1)) + "." + base + ".tmp" +
           std::to_string(getpid());
 }
 
 AtomicOutput::~AtomicOutput() {
-  if (!committed_) std::remove(temp_.c_str());
+  if (!committed_) ::unlink(temp_.c_str());
 }
 
 void AtomicOutput::commit(bool despite_signal) {

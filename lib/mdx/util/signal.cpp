@@ -31,6 +31,8 @@ void install_signal_handlers() {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGHUP, &sa, nullptr);  // the terminal or ssh session that started the run went away
+  // A closed standard output (`| head`) is a write error the tool reports, not a silent death.
+  std::signal(SIGPIPE, SIG_IGN);
 }
 
 int pending_signal() { return g_signal; }

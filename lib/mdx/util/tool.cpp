@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <limits>
 #include <sstream>
@@ -121,6 +122,21 @@ void check_integer_ranges(const CLI::App& app) {
   }
 }
 
+// An empty value (`--tokenizer "$UNSET"`) is refused rather than read as the option's absence.
+void check_empty_values(const CLI::App& app) {
+  for (const CLI::Option* opt : app.get_options())
+    for (const std::string& value : opt->results())
+      if (value.empty() && opt->get_expected_min() > 0)
+        throw CLI::ValidationError(opt->get_name(), "is empty; leave the option out instead");
+}
+
+// Standard output carries data (reports, --help): a full disk or a closed pipe is an error, not a
+// report silently lost with exit 0.
+bool stdout_failed() {
+  std::cout.flush();
+  return !std::cout || std::fflush(stdout) != 0 || std::ferror(stdout);
+}
+
 }  // namespace
 
 Tool::Tool(std::string name, std::string usage) : name_(std::move(name)), app_(usage, name_) {
@@ -145,16 +161,19 @@ int Tool::run(int argc, char** argv, const std::function<void(Provenance&)>& bod
   try {
     app_.parse(argc, argv);
     check_integer_ranges(app_);
+    check_empty_values(app_);
   } catch (const CLI::CallForHelp&) {
     std::cout << app_.help();
-    return 0;
+    return stdout_failed() ? report("cannot write standard output", 1) : 0;
   } catch (const CLI::CallForVersion&) {
     std::cout << app_.version() << "\n";
-    return 0;
+    return stdout_failed() ? report("cannot write standard output", 1) : 0;
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "%s: error: %s\nTry '%s --help' for more information.\n", name_.c_str(), e.what(),
-                 name_.c_str());
-    return 2;
+    std::string what = e.what();
+    const CLI::Option* config = app_.get_config_ptr();
+    if (dynamic_cast<const CLI::ConfigError*>(&e) && config && !config->results().empty())
+      what = "--config '" + config->results()[0] + "': " + what;
+    return report(what, 2);
   }
   set_quiet(common_.quiet);
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // HDF5 errors become our own one-line messages
@@ -172,29 +191,30 @@ int Tool::run(int argc, char** argv, const std::function<void(Provenance&)>& bod
     prov.device = cpu_only_ ? "cpu" : resolve_device(common_.device);
     prov.created = utc_now_iso8601();
     body(prov);
-    return 0;
+    return stdout_failed() ? report(std::string("cannot write standard output: ") + std::strerror(errno), 1) : 0;
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "%s: error: %s\nTry '%s --help' for more information.\n", name_.c_str(), e.what(),
-                 name_.c_str());
-    return 2;
+    return report(e.what(), 2);
   } catch (const Suspended& e) {
-    std::fprintf(stderr, "%s: %s\n", name_.c_str(), e.what());
+    std::fprintf(stderr, "%s: %s\n", name_.c_str(), one_line(e.what()).c_str());
     return 75;
   } catch (const Interrupted& e) {
-    std::fprintf(stderr, "%s: %s; no output written\n", name_.c_str(), e.what());
+    std::fprintf(stderr, "%s: %s; no output written\n", name_.c_str(), one_line(e.what()).c_str());
     return 128 + e.signal();
   } catch (const c10::Error& e) {
     // LibTorch messages carry a C++ backtrace after the first line: keep the first line only.
     std::string what = e.what_without_backtrace();
-    std::fprintf(stderr, "%s: error: %s\n", name_.c_str(), what.substr(0, what.find('\n')).c_str());
-    return 1;
+    return report(what.substr(0, what.find('\n')), 1);
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "%s: error: out of memory\n", name_.c_str());
-    return 1;
+    return report("out of memory", 1);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: error: %s\n", name_.c_str(), e.what());
-    return 1;
+    return report(e.what(), 1);
   }
+}
+
+int Tool::report(const std::string& what, int status) const {
+  std::fprintf(stderr, "%s: error: %s\n", name_.c_str(), one_line(what).c_str());
+  if (status == 2) std::fprintf(stderr, "Try '%s --help' for more information.\n", name_.c_str());
+  return status;
 }
 
 }  // namespace mdx

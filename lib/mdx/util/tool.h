@@ -43,6 +43,9 @@ class Tool {
   int run(int argc, char** argv, const std::function<void(Provenance&)>& body);
 
  private:
+  // Prints "name: error: what" (made one line), and the --help hint for a usage error (2).
+  int report(const std::string& what, int status) const;
+
   std::string name_;
   CLI::App app_;
   CommonOptions common_;

@@ -24,6 +24,8 @@ class Ldae : public Objective {
   std::string name() const override { return "ldae"; }
   bool masks() const override { return false; }
   bool noises() const override { return true; }
+  // l-DAE crops the centre only: nothing on a table of the model's size.
+  Augment default_augment(bool) const override { return Augment{}; }
 
   // The PCA tokenizer is where the noise lives; the model sees pixel patches of its patch size.
   void bind(std::shared_ptr<const Tokenizer> given, int64_t) override {

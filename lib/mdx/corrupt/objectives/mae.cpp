@@ -27,6 +27,14 @@ class Mae : public Objective {
   std::string name() const override { return "mae"; }
   bool masks() const override { return true; }
   bool noises() const override { return false; }
+  double default_ema(bool, int64_t) const override { return 0; }  // MAE keeps no EMA
+  // main_pretrain.py: RandomResizedCrop(scale=(0.2, 1.0)) and RandomHorizontalFlip.
+  Augment default_augment(bool) const override {
+    Augment a;
+    a.crop = a.flip = true;
+    a.area_min = 0.2;
+    return a;
+  }
 
   Corrupted sample(const at::Tensor& x0, int64_t step, int64_t total, at::Generator& gen) const override {
     const int64_t B = x0.size(0), L = x0.size(1);
