@@ -240,8 +240,9 @@ def mae_mask(rows, L, ratio):
 class Step:
     """One objective's training step over an in-memory uint8 table, as mdx-train's Trainer::train_step."""
 
-    def __init__(self, objective, model, images, batch, patch, total, pca_dim, ema=0.9999):
+    def __init__(self, objective, model, images, batch, patch, total, pca_dim, ema=0.9999, bf16=False):
         self.objective, self.model, self.images, self.batch, self.patch = objective, model, images, batch, patch
+        self.bf16 = bf16  # the forward pass under CPU autocast, as mdx-train --precision bf16
         self.total, self.ema_decay = total, ema
         self.warmup = int(math.floor(0.05 * total + 0.5))
         self.base_lr = 1.5e-4 * batch / 256
@@ -365,7 +366,8 @@ class Step:
             g["lr"] = self.lr(step)
         x0 = self.patchify(self.batch_indices(step))
         b = self.corrupt(x0)
-        out_x0, out_eps, _ = self.model(b["xt"], b["time_index"], b["dropped"], b["masked"])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            out_x0, out_eps, _ = self.model(b["xt"], b["time_index"], b["dropped"], b["masked"])
         loss = self.loss(b, x0, out_x0, out_eps)
         self.opt.zero_grad()
         loss.backward()
@@ -386,7 +388,7 @@ def python_run(objective, args, table_shape, pca_dim):
     model.train()
     params = sum(p.numel() for p in model.parameters())
     images = torch.randint(0, 256, table_shape, dtype=torch.uint8)
-    step = Step(objective, model, images, args.batch, args.patch, args.steps + WARMUP, pca_dim)
+    step = Step(objective, model, images, args.batch, args.patch, args.steps + WARMUP, pca_dim, bf16=args.bf16)
     for i in range(WARMUP):
         step(i)
     t0 = time.perf_counter()
@@ -400,22 +402,24 @@ def python_run(objective, args, table_shape, pca_dim):
 
 # ---------------------------------------------------------------------------------------------
 
-def python_subprocess(objective, args, table_shape, pca_dim):
+def python_subprocess(objective, args, table_shape, pca_dim, bf16=False):
     """python_run in a fresh interpreter, as a user's training script runs: in this process, a
     second run would find the heap that the first one grew (and glibc's page faults gone)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--python-side", objective, "--model", args.model,
            "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.requested_threads),
-           "--images", str(table_shape[0])]
+           "--images", str(table_shape[0])] + (["--bf16"] if bf16 else [])
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"python side failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr}")
     return json.loads(r.stdout.splitlines()[-1])
 
 
-def cpp_run(objective, args, table, tokenizer, out):
+def cpp_run(objective, args, table, tokenizer, out, bf16=False):
     cmd = [os.path.join(args.bin, "mdx-train"), "-q", table, "-o", out, "--benchmark", str(args.steps),
            "--objective", objective, "--model", args.model, "--batch", str(args.batch),
-           "--threads", str(args.requested_threads), "--device", "cpu"]
+           "--threads", str(args.requested_threads), "--device", "cpu",
+           # the Python side's work: an EMA of every parameter, no augmentation
+           "--ema", "0.9999", "--augment", "none", "--precision", "bf16" if bf16 else "fp32"]
     if objective == "ldae":
         cmd += ["--tokenizer", tokenizer]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -425,6 +429,14 @@ def cpp_run(objective, args, table, tokenizer, out):
     if not lines:
         sys.exit(f"no JSON from: {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
     return json.loads(lines[-1])
+
+
+def cpu_name():
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
 
 
 def commit():
@@ -457,6 +469,9 @@ def main():
                          "default) runs the matmuls beside the OpenMP threads; on a loaded machine the two pools "
                          "oversubscribe the cores and the timings swing by several times")
     ap.add_argument("--python-side", metavar="OBJECTIVE", help=argparse.SUPPRESS)  # one Python run, as JSON
+    ap.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)  # that Python run under autocast
+    ap.add_argument("--precisions", default="fp32,bf16",
+                    help="fp32, bf16 or both: bf16 is mdx-train --precision bf16 against PyTorch's CPU autocast")
     args = ap.parse_args()
     args.patch, pca_dim = 4, 8  # Fashion-MNIST 28x28x1: L = 49 tokens of D = 16; l-DAE d = 8
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
@@ -483,6 +498,9 @@ def main():
         print(f"warning: load average {load:.1f} on {os.cpu_count()} cores before the benchmark: other work "
               f"competes with both sides (see --help on --threads 1 --blas-threads 1)", file=sys.stderr)
     rev = commit()
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    if not precisions or any(p not in ("fp32", "bf16") for p in precisions):
+        ap.error("--precisions takes fp32, bf16 or both")
     n = min(max(args.images, args.batch), 10000)
     table_shape = (n, 28, 28, 1)
     rows = []
@@ -494,46 +512,61 @@ def main():
             run_tool([os.path.join(args.bin, "mdx-pca-fit"), "-q", table, "--patch", str(args.patch),
                       "--dim", str(pca_dim), "-o", tokenizer])
         for obj in objectives:
-            best = {}
-            for _ in range(args.repeat):  # interleaved, so that drift in the machine's load hits both sides
-                j = cpp_run(obj, args, table, tokenizer, out)
-                if j["threads"] != args.threads:
-                    sys.exit(f"mdx-train ran on {j['threads']} threads, not {args.threads}")
-                if "c++" not in best or j["step_ms"] < best["c++"]["step_ms"]:
-                    best["c++"] = {"step_ms": j["step_ms"], "parameters": j["parameters"],
-                                   "mdx_train_commit": j.get("commit"), "loadavg": os.getloadavg()[0]}
-                p = python_subprocess(obj, args, table_shape, pca_dim)
-                ms = 1000 * p["seconds"] / args.steps
-                if "python" not in best or ms < best["python"]["step_ms"]:
-                    best["python"] = {"step_ms": ms, "parameters": p["parameters"], "loadavg": os.getloadavg()[0]}
-            if best["c++"]["parameters"] != best["python"]["parameters"]:
-                sys.exit(f"{obj}: the Python model has {best['python']['parameters']} parameters, "
-                         f"mdx-train's {best['c++']['parameters']}: not the same architecture")
-            for side in ("c++", "python"):
-                b = best[side]
-                row = {"bench": "train-step", "side": side, "commit": rev, "objective": obj, "model": args.model,
-                       "batch": args.batch, "threads": args.threads, "steps": args.steps, "repeat": args.repeat,
-                       "parameters": b["parameters"], "step_ms": round(b["step_ms"], 3),
-                       "images_per_s": round(1000 * args.batch / b["step_ms"], 2),
-                       "libtorch": torch.__version__,
-                       "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
-                       "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
-                       "loadavg": round(b["loadavg"], 2)}
-                if side == "c++":
-                    row["mdx_train_commit"] = b["mdx_train_commit"]
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-    get = lambda obj, side: next(r for r in rows if r["objective"] == obj and r["side"] == side)
+            for prec in precisions:
+                bf16 = prec == "bf16"
+                best = {}
+                for _ in range(args.repeat):  # interleaved, so that drift in the machine's load hits both sides
+                    j = cpp_run(obj, args, table, tokenizer, out, bf16)
+                    if j["threads"] != args.threads:
+                        sys.exit(f"mdx-train ran on {j['threads']} threads, not {args.threads}")
+                    if j.get("precision", "fp32") != prec:
+                        sys.exit(f"mdx-train ran in {j.get('precision')}, not {prec}")
+                    if "c++" not in best or j["step_ms"] < best["c++"]["step_ms"]:
+                        best["c++"] = {"step_ms": j["step_ms"], "parameters": j["parameters"],
+                                       "mdx_train_commit": j.get("commit"), "loadavg": os.getloadavg()[0]}
+                    p = python_subprocess(obj, args, table_shape, pca_dim, bf16)
+                    ms = 1000 * p["seconds"] / args.steps
+                    if "python" not in best or ms < best["python"]["step_ms"]:
+                        best["python"] = {"step_ms": ms, "parameters": p["parameters"], "loadavg": os.getloadavg()[0]}
+                if best["c++"]["parameters"] != best["python"]["parameters"]:
+                    sys.exit(f"{obj}: the Python model has {best['python']['parameters']} parameters, "
+                             f"mdx-train's {best['c++']['parameters']}: not the same architecture")
+                for side in ("c++", "python"):
+                    b = best[side]
+                    row = {"bench": "train-step", "side": side, "commit": rev, "objective": obj, "model": args.model,
+                           "precision": prec, "batch": args.batch, "threads": args.threads, "steps": args.steps,
+                           "repeat": args.repeat, "parameters": b["parameters"], "step_ms": round(b["step_ms"], 3),
+                           "images_per_s": round(1000 * args.batch / b["step_ms"], 2),
+                           "libtorch": torch.__version__, "cpu": cpu_name(),
+                           "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
+                           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+                           "loadavg": round(b["loadavg"], 2)}
+                    if side == "c++":
+                        row["mdx_train_commit"] = b["mdx_train_commit"]
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+    get = lambda obj, side, prec=precisions[0]: next(  # noqa: E731
+        r for r in rows if r["objective"] == obj and r["side"] == side and r["precision"] == prec)
     print()
     print(f"model {args.model}, batch {args.batch}, {args.threads} threads (OpenBLAS's own pool: "
-          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'its default')}), best of {args.repeat} x {args.steps} steps")
+          f"{os.environ.get('OPENBLAS_NUM_THREADS', 'its default')}), best of {args.repeat} x {args.steps} steps, "
+          f"{cpu_name()}")
     print()
-    print("| objective | C++ step ms | Python step ms | C++ images/s | Python images/s | speed vs Python |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for obj in objectives:
-        c, p = get(obj, "c++"), get(obj, "python")
-        print(f"| {obj} | {c['step_ms']:.1f} | {p['step_ms']:.1f} | {c['images_per_s']:.1f} | "
-              f"{p['images_per_s']:.1f} | {p['step_ms'] / c['step_ms']:.2f}x |")
+    for prec in precisions:
+        print(f"| objective ({prec}) | C++ step ms | Python step ms | C++ images/s | Python images/s | speed vs Python |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for obj in objectives:
+            c, p = get(obj, "c++", prec), get(obj, "python", prec)
+            print(f"| {obj} | {c['step_ms']:.1f} | {p['step_ms']:.1f} | {c['images_per_s']:.1f} | "
+                  f"{p['images_per_s']:.1f} | {p['step_ms'] / c['step_ms']:.2f}x |")
+        print()
+    if "fp32" in precisions and "bf16" in precisions:
+        print("| objective | C++ bf16 / fp32 speed-up | Python autocast / fp32 speed-up |")
+        print("|---|---:|---:|")
+        for obj in objectives:
+            print(f"| {obj} | {get(obj, 'c++', 'fp32')['step_ms'] / get(obj, 'c++', 'bf16')['step_ms']:.2f}x | "
+                  f"{get(obj, 'python', 'fp32')['step_ms'] / get(obj, 'python', 'bf16')['step_ms']:.2f}x |")
+        print()
     if "umd" in objectives and "dit" in objectives:
         L, C, B = 49, 4, args.batch
         rep = int(math.floor(B * 0.5 + 0.5))

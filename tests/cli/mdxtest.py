@@ -5,6 +5,9 @@ import subprocess
 import tempfile
 import unittest
 
+# The tests compare against float64 references: float32 unless a test asks for bf16 (auto would
+# take bf16 on CPUs with AVX512-BF16 or AMX, as CI's may be).
+os.environ.setdefault("MDX_PRECISION", "fp32")
 BIN = os.environ.get("MDX_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 SOURCE = os.environ.get("MDX_SOURCE", os.path.join(os.path.dirname(__file__), "..", ".."))
 FMNIST = "/usr/share/datasets/fashion-mnist"

@@ -244,6 +244,15 @@ class SecondHostileRun(ToolTest):
         self.fails("mdx-train", empty, "--steps", 1, "-o", self.path("o.h5"), *TINY, contains=("zero.h5", "no images"))
         self.fails("mdx-pca-fit", empty, "-o", self.path("o.h5"), contains=("zero.h5", "no images"))
         self.fails("mdx-corrupt", empty, "-o", self.path("o.png"), contains=("zero.h5", "no images"))
+        self.fails("mdx-tokenize", empty, "-o", self.path("o.h5"), contains=("zero.h5", "held none"))
+        os.mkdir(self.path("emptydir"))
+        self.fails("mdx-tokenize", self.path("emptydir"), "-o", self.path("o.h5"), contains=("emptydir",))
+        # IDX headers whose items are 0x0 or 65535x65535 pixels: damaged, named, nothing allocated.
+        for rows, cols in ((0, 0), (65535, 65535)):
+            idx = self.path(f"z{rows}-idx3-ubyte")
+            with open(idx, "wb") as f:
+                f.write(bytes([0, 0, 8, 3]) + (2).to_bytes(4, "big") + rows.to_bytes(4, "big") + cols.to_bytes(4, "big"))
+            self.fails("mdx-tokenize", idx, "-o", self.path("o.h5"), contains=(idx, "damaged"))
         flat = self.path("flat.h5")
         with h5py.File(flat, "w") as f:
             f["embeddings"] = np.zeros((8, 0), np.float32)

@@ -49,7 +49,15 @@ void embed(const EmbedOptions& opt, Provenance& prov) {
   if (!opt.tokenizer.empty()) inputs.push_back(opt.tokenizer);
   AtomicOutput out(opt.output, inputs);
   ImageTable table(opt.tables);
-  TrainedModel m = load_trained_model(opt.checkpoint, opt.weights, at::Device(prov.device), opt.tokenizer);
+  TrainedModel m = [&] {
+    try {
+      return load_trained_model(opt.checkpoint, opt.weights, at::Device(prov.device), opt.tokenizer);
+    } catch (const Error& e) {  // a --tokenizer that does not fit the checkpoint is named
+      if (opt.tokenizer.empty()) throw;
+      throw Error(fmt::format("--tokenizer '{}' with '{}': {}", opt.tokenizer, opt.checkpoint, e.what()));
+    }
+  }();
+  m.bf16 = prov.precision == "bf16";
   const ModelConfig& c = m.config;
   if (table.height() != c.height || table.width() != c.width || table.channels() != c.channels)
     throw Error(fmt::format("'{}' holds {}x{}x{} images; the model of '{}' was trained on {}x{}x{}", opt.tables[0],

@@ -130,6 +130,11 @@ FeatureStats FeatureStats::load(const std::string& path) {
     h5::DatasetInfo in = h5::info(ds);
     if (in.type_class != H5T_FLOAT || in.dims.size() != rank)
       throw Error(fmt::format("'{}': dataset '{}' must be a float{} array", path, name, rank == 1 ? " [F]" : " [F,F]"));
+    // Extractors give at most a few thousand features (Inception 2048): a larger declared shape is
+    // damage, not a 28 GB allocation.
+    if (in.dims[0] > 16384 || (rank == 2 && in.dims[1] > 16384))
+      throw Error(fmt::format("'{}': dataset '{}' declares {} features, more than mdx reads (16384)", path, name,
+                              in.dims[0]));
     std::vector<int64_t> shape(in.dims.begin(), in.dims.end());
     at::Tensor t = at::empty(shape, at::kDouble);
     h5::read_all(ds, H5T_NATIVE_DOUBLE, t.data_ptr<double>(), fmt::format("'{}' dataset '{}'", path, name));
@@ -356,8 +361,10 @@ class TorchScriptExtractor : public Extractor {
 
 class EncoderExtractor : public Extractor {
  public:
-  EncoderExtractor(const std::string& path, const std::string& pool, Weights weights, const at::Device& device)
+  EncoderExtractor(const std::string& path, const std::string& pool, Weights weights, const at::Device& device,
+                   bool bf16)
       : model_(load_trained_model(path, weights, device)), encoder_(model_, parse_pool(pool)) {
+    model_.bf16 = bf16;
     identify_file(id_, path);
     id_.kind = "mdx-encoder";
     id_.step = model_.step;
@@ -505,7 +512,7 @@ FidReport fid(const FidOptions& opt, Provenance& prov) {
     extract = std::make_unique<TorchScriptExtractor>(opt.extractor, opt.size, device);
     prov.add_input(opt.extractor);
   } else if (!opt.encoder.empty()) {
-    auto e = std::make_unique<EncoderExtractor>(opt.encoder, opt.pool, opt.weights, device);
+    auto e = std::make_unique<EncoderExtractor>(opt.encoder, opt.pool, opt.weights, device, prov.precision == "bf16");
     prov.add_input(opt.encoder, e->history());
     extract = std::move(e);
   }

@@ -86,6 +86,7 @@ void sample(const SampleOptions& opt, Provenance& prov) {
   const Shard shard = parse_shard(opt.shard);
   const at::Device device(prov.device);
   TrainedModel m = load_trained_model(opt.checkpoint, opt.weights, device);
+  m.bf16 = prov.precision == "bf16";
   const ModelConfig& c = m.config;
   std::unique_ptr<Sampler> sampler = make_sampler(opt.sampler, opt, m);
   const bool conditional = c.num_classes > 0;

@@ -64,7 +64,7 @@ at::Tensor GuidedModel::operator()(const at::Tensor& tokens, const at::Tensor& t
     if (p->defined()) *p = p->to(device_);
   ModelOutput out;
   {
-    compat::CudaAutocast autocast(device_.is_cuda());
+    compat::Autocast autocast(device_, m_.bf16);
     out = m_.model->forward(in);
   }
   at::Tensor pred = head(out).to(at::kFloat).to(at::kCPU);

@@ -112,7 +112,7 @@ at::Tensor FeatureEncoder::operator()(const at::Tensor& images) {
   const at::Device device = m_.model->parameters().front().device();
   at::Tensor h;
   {
-    compat::CudaAutocast autocast(device.is_cuda());
+    compat::Autocast autocast(device, m_.bf16);
     // The null class where the model is class-conditional: the representation owes nothing to a label.
     at::Tensor labels;
     if (c.num_classes > 0) labels = at::full({B}, c.num_classes, at::kLong).to(device);

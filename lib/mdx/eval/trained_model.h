@@ -24,6 +24,7 @@ struct TrainedModel {
   std::vector<std::string> history;             // the checkpoint's pipeline
   int64_t step = 0;
   bool ema = true;                              // EMA weights loaded (else the raw ones)
+  bool bf16 = false;                            // its forward passes under bf16 autocast
   MaskedDiffusionAutoencoder model{nullptr};
 
   // The setting, or `fallback` when the checkpoint lacks it.

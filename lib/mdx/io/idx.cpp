@@ -33,6 +33,16 @@ IdxReader::IdxReader(const std::string& path, int rank) : path_(path) {
     }
     dims_.push_back((int64_t{b[0]} << 24) | (int64_t{b[1]} << 16) | (int64_t{b[2]} << 8) | b[3]);
   }
+  // An item of 0 bytes, or one of more than 2^24 (a 4096x4096 image), is a damaged header, not an
+  // allocation to attempt.
+  int64_t item = 1;
+  for (size_t i = 1; i < dims_.size(); ++i) item *= dims_[i];
+  if (rank > 1 && (item == 0 || item > (int64_t{1} << 24))) {
+    gzclose(gz_);
+    gz_ = nullptr;
+    throw Error(fmt::format("'{}': its IDX header gives items of {} bytes ({}); the file is damaged", path, item,
+                            fmt::join(dims_.begin() + 1, dims_.end(), "x")));
+  }
 }
 
 IdxReader::~IdxReader() {

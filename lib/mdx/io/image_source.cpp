@@ -158,7 +158,8 @@ class FileSource : public ImageSource {
         names_.push_back(name);
       }
     }
-    if (entries_.empty()) throw Error("no image files found in the input folder(s)");
+    if (entries_.empty())
+      throw Error(fmt::format("no image files found in '{}'", fmt::join(inputs, "', '")));
   }
   int64_t size() const override { return static_cast<int64_t>(entries_.size()); }
   bool labelled() const override { return labelled_; }

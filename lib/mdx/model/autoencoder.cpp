@@ -162,8 +162,10 @@ ModelOutput MaskedDiffusionAutoencoderImpl::forward(const ModelInput& in) {
     at::Tensor keep = (~(all ? dropped : dropped.index_select(0, rows))).nonzero().select(1, 1).reshape({G, K});
     at::Tensor h = run_encoder(all ? x : x.index_select(0, rows), keep,
                                all ? c_enc : c_enc.index_select(0, rows));
-    at::Tensor rep = h.slice(1, 0, C).mean(1);
-    at::Tensor dec = decoder_embed(h.slice(1, C));  // [G, K, Wd]
+    // Under bf16 autocast the linear layers return bf16: back to the float32 of the mask tokens
+    // they are scattered among.
+    at::Tensor rep = h.slice(1, 0, C).mean(1).to(representation.scalar_type());
+    at::Tensor dec = decoder_embed(h.slice(1, C)).to(full.scalar_type());  // [G, K, Wd]
     at::Tensor part = (all ? full : full.index_select(0, rows)).scatter(1, keep.unsqueeze(-1).expand({G, K, Wd}), dec);
     if (all) {
       full = part;

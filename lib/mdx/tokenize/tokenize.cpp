@@ -132,7 +132,9 @@ void tokenize(const TokenizeOptions& opt, Provenance& prov) {
     progress.advance(count);
   }
   progress.finish();
-  if (writer.rows() == 0) throw Error("no images were written (all inputs were skipped or empty)");
+  if (writer.rows() == 0)
+    throw Error(fmt::format("no images were written: '{}' held none (or all were skipped)",
+                            fmt::join(opt.inputs, "', '")));
 
   std::vector<std::string> names = opt.label_names.empty() ? src->label_names() : opt.label_names;
   if (src->labelled() && !names.empty()) h5::write_strings(file, "label_names", names);

@@ -203,11 +203,11 @@ class Trainer {
       comm_->broadcast(ema);
     }
     log("{}: {} images {}x{}x{}, {} tokens of {} values ({}); model {} ({:.1f}M parameters: {} wide, {}+{} blocks); "
-        "{} steps of {} ({} per epoch), lr {:.3g}, EMA {}, augment {}, device {}",
+        "{} steps of {} ({} per epoch), lr {:.3g}, EMA {}, augment {}, device {} ({})",
         objective_->name(), table_.size(), model_cfg_.height, model_cfg_.width, model_cfg_.channels,
         model_cfg_.tokens(), model_cfg_.token_dim(), objective_->tokenizer()->describe(), model_cfg_.preset,
         parameter_count() / 1e6, model_cfg_.dim, model_cfg_.depth, model_cfg_.decoder_depth, total_, opt.optim.batch, spe_, opt.optim.base_lr(),
-        ema_decay_ > 0 ? fmt::format("{}", ema_decay_) : std::string("none"), augment_.describe(), prov.device);
+        ema_decay_ > 0 ? fmt::format("{}", ema_decay_) : std::string("none"), augment_.describe(), prov.device, prov.precision);
   }
 
   std::optional<TrainBenchmark> run() {
@@ -431,7 +431,7 @@ class Trainer {
     // Every process corrupts the whole batch alike (same generator) and runs the model on its rows.
     ModelOutput out;
     {
-      compat::CudaAutocast autocast(device_.is_cuda());
+      compat::Autocast autocast(device_, prov_.precision == "bf16");
       out = forward(b, rows_);
     }
     Loss loss = objective_->loss(b.corrupted, b.x0.slice(0, rows_.begin, rows_.end).to(device_), out, rows_);
@@ -588,6 +588,7 @@ class Trainer {
     TrainBenchmark r;
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     r.commit = git_commit(), r.libtorch = libtorch_version(), r.device = prov_.device;
+    r.precision = prov_.precision;
     r.objective = objective_->name(), r.model = model_cfg_.preset;
     r.parameters = parameter_count(), r.batch = opt_.optim.batch, r.steps = n, r.threads = at::get_num_threads();
     r.images_per_s = static_cast<double>(n * opt_.optim.batch) / r.seconds;
@@ -686,11 +687,12 @@ class Trainer {
 }  // namespace
 
 std::string TrainBenchmark::to_json() const {
-  return fmt::format(R"({{"tool": "mdx-train", "commit": "{}", "libtorch": "{}", "device": "{}", "objective": "{}", )"
+  return fmt::format(R"({{"tool": "mdx-train", "commit": "{}", "libtorch": "{}", "device": "{}", "precision": "{}", )"
+                     R"("objective": "{}", )"
                      R"("model": "{}", "parameters": {}, "batch": {}, "steps": {}, "seconds": {:.4f}, )"
                      R"("step_ms": {:.3f}, "images_per_s": {:.2f}, "encoder_tokens_per_s": {:.1f}, )"
                      R"("tflops": {:.4f}, "mfu": {}, "peak_memory_mib": {:.1f}, "threads": {}}})",
-                     commit, libtorch, device, objective, model, parameters, batch, steps, seconds,
+                     commit, libtorch, device, precision, objective, model, parameters, batch, steps, seconds,
                      1000 * seconds / static_cast<double>(std::max<int64_t>(steps, 1)), images_per_s,
                      encoder_tokens_per_s, tflops, mfu ? fmt::format("{:.4f}", *mfu) : std::string("null"),
                      peak_memory_mib, threads);

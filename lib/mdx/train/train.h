@@ -66,7 +66,7 @@ struct TrainOptions {
 
 // What --benchmark measures: throughput, FLOP rate, MFU and peak memory of timed steps.
 struct TrainBenchmark {
-  std::string commit, libtorch, device, objective, model;
+  std::string commit, libtorch, device, precision, objective, model;
   int64_t parameters = 0, batch = 0, steps = 0, threads = 0;
   double seconds = 0, images_per_s = 0, encoder_tokens_per_s = 0, tflops = 0, peak_memory_mib = 0;
   std::optional<double> mfu;  // when the device's peak is known (or --peak-tflops)

@@ -55,6 +55,7 @@ std::vector<std::pair<std::string, std::string>> Provenance::fields() const {
           {"mdx_seed", std::to_string(seed)},
           {"mdx_libtorch", libtorch_version()},
           {"mdx_device", device},
+          {"mdx_precision", precision},
           {"mdx_created", created},
           {"mdx_inputs", in},
           {"history", full_history()}};

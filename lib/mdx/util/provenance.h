@@ -18,6 +18,7 @@ struct Provenance {
   std::string command;    // the command line, shell-quoted
   std::string options;    // effective options as TOML (defaults included)
   std::string device;     // the device the tool ran on
+  std::string precision;  // fp32 | bf16: how its model computed (--precision resolved)
   std::string created;    // UTC time, ISO 8601
   uint64_t seed = 0;
   std::vector<std::string> inputs;

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <limits>
 #include <sstream>
@@ -30,6 +31,33 @@ void CommonOptions::add_to(CLI::App& app) {
   app.add_option("--threads", threads, "CPU threads of LibTorch and OpenBLAS (0: their defaults)")->capture_default_str()
       ->check(CLI::Range(0, 4096));
   app.add_flag("-q,--quiet", quiet, "no log or progress lines on stderr (warnings and errors are still printed)");
+  if (const char* env = std::getenv("MDX_PRECISION"); env && *env) precision = env;
+  app.add_option("--precision", precision,
+                 "auto | fp32 | bf16: bf16 autocast of the model (auto: on CUDA and CPUs with AVX512-BF16 or AMX; "
+                 "default $MDX_PRECISION, else auto)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
+}
+
+bool cpu_has_bf16() {
+  static const bool has = [] {
+    std::ifstream in("/proc/cpuinfo");
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("flags", 0) == 0)
+        return line.find(" avx512_bf16") != std::string::npos || line.find(" amx_bf16") != std::string::npos;
+    return false;
+  }();
+  return has;
+}
+
+std::string resolve_precision(const std::string& precision, const std::string& device) {
+  const bool cuda = device.rfind("cuda", 0) == 0;
+  if (precision == "fp32") return "fp32";
+  if (precision == "bf16") {
+    if (!cuda && !cpu_has_bf16()) warn("--precision bf16: this CPU has no AVX512-BF16 or AMX-BF16; bf16 runs emulated, slower than fp32");
+    return "bf16";
+  }
+  return cuda || cpu_has_bf16() ? "bf16" : "fp32";
 }
 
 std::pair<int64_t, int64_t> Shard::range(int64_t n) const {
@@ -189,6 +217,8 @@ int Tool::run(int argc, char** argv, const std::function<void(Provenance&)>& bod
     prov.seed = common_.seed;
     if (cpu_only_) check_device_name(common_.device);
     prov.device = cpu_only_ ? "cpu" : resolve_device(common_.device);
+    // The data stages run no model: their arithmetic is float32 whatever --precision says.
+    prov.precision = cpu_only_ ? "fp32" : resolve_precision(common_.precision, prov.device);
     prov.created = utc_now_iso8601();
     body(prov);
     return stdout_failed() ? report(std::string("cannot write standard output: ") + std::strerror(errno), 1) : 0;

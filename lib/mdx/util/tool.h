@@ -16,6 +16,7 @@ struct CommonOptions {
   uint64_t seed = 0;
   std::string device = "auto";  // auto | cpu | cuda | cuda:N
   int threads = 0;              // 0: LibTorch's default
+  std::string precision = "auto";  // auto | fp32 | bf16 (default: $MDX_PRECISION, else auto)
   bool quiet = false;
   void add_to(CLI::App& app);
 };
@@ -51,6 +52,13 @@ class Tool {
   CommonOptions common_;
   bool cpu_only_ = false;
 };
+
+// True when this CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo).
+bool cpu_has_bf16();
+// --precision resolved on `device` ("cpu", "cuda", ...): fp32 or bf16. auto is bf16 on CUDA and on
+// CPUs with bf16 arithmetic, fp32 elsewhere; bf16 asked for on a CPU without it runs (emulated,
+// slower) with a warning.
+std::string resolve_precision(const std::string& precision, const std::string& device);
 
 // LibTorch's intra-op threads and, when the BLAS is OpenBLAS, its threads too.
 void set_cpu_threads(int threads);

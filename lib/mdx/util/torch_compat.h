@@ -34,8 +34,8 @@ inline at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::
 
 }  // namespace mdx::compat
 
-#ifdef MDX_WITH_CUDA
 #include <ATen/autocast_mode.h>
+#ifdef MDX_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <torch/cuda.h>
@@ -51,37 +51,57 @@ inline void enable_tf32() {
 #endif
 }
 
-// bf16 autocast on CUDA for the lifetime of the guard; nothing on CPU.
-class CudaAutocast {
+// bf16 autocast for the lifetime of the guard, on the device the model runs on (CUDA's or the
+// CPU's): matrix products in bf16, float32 master weights, optimizer state and losses outside the
+// guard; nothing when off.
+class Autocast {
  public:
-  explicit CudaAutocast(bool on) : on_(on) {
-#ifdef MDX_WITH_CUDA
+  Autocast(const at::Device& device, bool on) : cuda_(device.is_cuda()), on_(on) {
     if (!on_) return;
+    if (cuda_) {
+#ifdef MDX_WITH_CUDA
 #if MDX_TORCH_AT_LEAST(2, 4)
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+      at::autocast::set_autocast_enabled(at::kCUDA, true);
+      at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
 #else
-    at::autocast::set_enabled(true);
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+      at::autocast::set_enabled(true);
+      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
 #endif
+#endif
+      return;
+    }
+#if MDX_TORCH_AT_LEAST(2, 4)
+    at::autocast::set_autocast_enabled(at::kCPU, true);
+    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+#else
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
 #endif
   }
-  ~CudaAutocast() {
-#ifdef MDX_WITH_CUDA
+  ~Autocast() {
     if (!on_) return;
+    if (cuda_) {
+#ifdef MDX_WITH_CUDA
 #if MDX_TORCH_AT_LEAST(2, 4)
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
+      at::autocast::set_autocast_enabled(at::kCUDA, false);
 #else
-    at::autocast::set_enabled(false);
+      at::autocast::set_enabled(false);
 #endif
+#endif
+    } else {
+#if MDX_TORCH_AT_LEAST(2, 4)
+      at::autocast::set_autocast_enabled(at::kCPU, false);
+#else
+      at::autocast::set_cpu_enabled(false);
+#endif
+    }
     at::autocast::clear_cache();
-#endif
   }
-  CudaAutocast(const CudaAutocast&) = delete;
-  CudaAutocast& operator=(const CudaAutocast&) = delete;
+  Autocast(const Autocast&) = delete;
+  Autocast& operator=(const Autocast&) = delete;
 
  private:
-  bool on_;
+  bool cuda_, on_;
 };
 
 inline void synchronize(const at::Device& device) {
