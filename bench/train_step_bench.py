@@ -187,8 +187,8 @@ class MaskedDiffusionAutoencoder(nn.Module):
             keep = (~(dropped if every else dropped.index_select(0, rows))).nonzero().select(1, 1).reshape(G, K)
             h = self.run_encoder(x if every else x.index_select(0, rows), keep,
                                  c_enc if every else c_enc.index_select(0, rows))
-            rep = h[:, :C].mean(1)
-            dec = self.decoder_embed(h[:, C:])
+            rep = h[:, :C].mean(1).to(representation.dtype)  # bf16 under autocast, as mdx casts back
+            dec = self.decoder_embed(h[:, C:]).to(full.dtype)
             part = (full if every else full.index_select(0, rows)).scatter(1, keep.unsqueeze(-1).expand(G, K, Wd), dec)
             if every:
                 full, representation = part, rep
