@@ -301,6 +301,10 @@ class BadInputs(ToolTest):
         self.fails("mdx-tokenize", self.path("good.png"), "-o", self.out, "--size", "0x3", code=2)
         self.fails("mdx-tokenize", self.path("good.png"), "-o", self.out, "--shard", "2/2", code=2)
         self.fails("mdx-tokenize", self.path("good.png"), "-o", self.out, "--no-such-option", code=2)
+        for names, says in ((",,,", "name 1 of ',,,' is empty"), ("a,,b", "name 2 of 'a,,b' is empty")):
+            self.fails("mdx-tokenize", f"{FMNIST}/t10k-images-idx3-ubyte.gz", "--labels",
+                       f"{FMNIST}/t10k-labels-idx1-ubyte.gz", "--limit", 4, "--label-names", names, "-o", self.out,
+                       code=2, contains=("--label-names", says))
         r = run("mdx-tokenize", "--help")
         self.assertEqual(r.returncode, 0)
         self.assertIn("--labels", r.stdout)

@@ -43,9 +43,24 @@ void TokenizeOptions::add_to(CLI::App& app) {
       ->required();
   app.add_option("-o,--output", output, "image table to write (HDF5)")->required();
   app.add_option("--labels", labels, "IDX labels file for an IDX images input");
-  app.add_option("--label-names", label_names, "class names, comma-separated, in label order (IDX files have none)")
-      ->delimiter(',')
-      ->allow_extra_args(false);
+  // One argument split here: CLI11's own splitting drops empty items and then takes the next
+  // words (-o and its file) as more names.
+  app.add_option_function<std::string>(
+         "--label-names",
+         [this](const std::string& text) {
+           std::vector<std::string> names;
+           for (std::string::size_type begin = 0;;) {
+             const auto end = text.find(',', begin);
+             names.push_back(text.substr(begin, end == std::string::npos ? std::string::npos : end - begin));
+             if (names.back().empty())
+               throw CLI::ValidationError("--label-names", fmt::format("name {} of '{}' is empty", names.size(), text));
+             if (end == std::string::npos) break;
+             begin = end + 1;
+           }
+           label_names = names;
+         },
+         "class names, comma-separated, in label order (IDX files have none)")
+      ->type_name("NAMES");
   app.add_option("--size", size, "output size, N or HxW (default: the first image's size)");
   app.add_option("--fit", fit, "how --size is reached: crop (cover, centre crop), stretch, pad")
       ->capture_default_str();
