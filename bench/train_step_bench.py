@@ -130,7 +130,7 @@ class AdaLNBlock(nn.Module):
 
 class MaskedDiffusionAutoencoder(nn.Module):
     def __init__(self, height, width, channels, patch, dim, depth, heads, decoder_dim, decoder_depth,
-                 decoder_heads, mlp_ratio=4.0, cls_tokens=4):
+                 decoder_heads, mlp_ratio=4.0, cls_tokens=4, learned=False):
         super().__init__()
         D, W, Wd = patch * patch * channels, dim, decoder_dim
         gh, gw = height // patch, width // patch
@@ -138,15 +138,25 @@ class MaskedDiffusionAutoencoder(nn.Module):
         self.patch_embed = linear(D, W)
         self.cls = nn.Parameter(torch.randn(cls_tokens, W) * 0.02)
         self.encoder_mask_token = nn.Parameter(torch.randn(W) * 0.02)
-        self.register_buffer("positions", sincos_positions(W, gh, gw))
+        # UMD's form (learned: True): learned positions, N(0, 1/sqrt(hw)), and one time embedding for
+        # encoder, decoder and final modulation; else fixed sin-cos and one per side.
+        self.shared = learned
+        if learned:
+            self.positions = nn.Parameter(torch.randn(gh * gw, W) / math.sqrt(gh * gw))
+        else:
+            self.register_buffer("positions", sincos_positions(W, gh, gw))
         self.time_mlp = time_embedder(W)
-        self.decoder_time_mlp = time_embedder(Wd)
+        if not learned:
+            self.decoder_time_mlp = time_embedder(Wd)
         self.encoder = nn.ModuleList(AdaLNBlock(W, heads, mlp_ratio) for _ in range(depth))
         self.encoder_norm = nn.LayerNorm(W, eps=1e-6)
         self.decoder_embed = linear(W, Wd)
         self.prefix_embed = linear(W, Wd)
         self.mask_token = nn.Parameter(torch.randn(Wd) * 0.02)
-        self.register_buffer("decoder_positions", sincos_positions(Wd, gh, gw))
+        if learned:
+            self.decoder_positions = nn.Parameter(torch.randn(gh * gw, Wd) / math.sqrt(gh * gw))
+        else:
+            self.register_buffer("decoder_positions", sincos_positions(Wd, gh, gw))
         self.decoder = nn.ModuleList(AdaLNBlock(Wd, decoder_heads, mlp_ratio) for _ in range(decoder_depth))
         self.final_norm = plain_norm(Wd)
         self.final_modulation = zero_linear(Wd, 2 * Wd)
@@ -154,7 +164,7 @@ class MaskedDiffusionAutoencoder(nn.Module):
 
     def condition(self, time_index, decoder_side):
         freqs = timestep_frequencies(time_index, 256)
-        return self.decoder_time_mlp(freqs) if decoder_side else self.time_mlp(freqs)
+        return self.decoder_time_mlp(freqs) if decoder_side and not self.shared else self.time_mlp(freqs)
 
     def run_encoder(self, x, keep, c):
         G, W = x.size(0), x.size(2)
@@ -195,7 +205,7 @@ class MaskedDiffusionAutoencoder(nn.Module):
             else:
                 full = full.index_copy(0, rows, part)
                 representation = representation.index_copy(0, rows, rep)
-        c_dec = self.condition(time_index, True)
+        c_dec = c_enc if self.shared else self.condition(time_index, True)
         h = torch.cat([self.prefix_embed(representation).unsqueeze(1), full + self.decoder_positions], 1)
         for block in self.decoder:
             h = block(h, c_dec)
@@ -384,7 +394,8 @@ def python_run(objective, args, table_shape, pca_dim):
     torch.manual_seed(0)
     n, h, w, c = table_shape
     dim, depth, heads, ddepth = PRESETS[args.model]
-    model = MaskedDiffusionAutoencoder(h, w, c, args.patch, dim, depth, heads, dim, ddepth, heads)
+    model = MaskedDiffusionAutoencoder(h, w, c, args.patch, dim, depth, heads, dim, ddepth, heads,
+                                       learned=objective == "umd")
     model.train()
     params = sum(p.numel() for p in model.parameters())
     images = torch.randint(0, 256, table_shape, dtype=torch.uint8)

@@ -18,12 +18,13 @@ SMALL = ["--dim", "32", "--depth", "2", "--decoder-depth", "1", "--heads", "2", 
 
 def reference_features(ckpt, images, weights="model"):
     """The encoder on clean tokens at time index 0 (null class when conditional), written from the
-    architecture's description: patch embedding + sin-cos positions, CLS tokens, adaLN-Zero blocks,
+    architecture's description: patch embedding + positions, CLS tokens, adaLN-Zero blocks,
     LayerNorm; returns (mean of the CLS outputs, mean of the patch-token outputs)."""
     with h5py.File(ckpt, "r") as f:
         cfg = {k: f["config"].attrs[k] for k in f["config"].attrs}
         w = {k: torch.from_numpy(f[weights][k][()]).double() for k in f[weights]}
-        positions = torch.from_numpy(f["model"]["positions"][()]).double()
+        # UMD's positions are learned (a parameter: in the EMA too); sin-cos ones are a buffer.
+        positions = torch.from_numpy(f[weights if "positions" in f[weights] else "model"]["positions"][()]).double()
     p, heads, C = int(cfg["patch"]), int(cfg["heads"]), int(cfg["cls_tokens"])
     x = torch.from_numpy(images).double() / 127.5 - 1  # [B,H,W,c]
     B, H, W, c = x.shape

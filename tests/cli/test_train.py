@@ -154,7 +154,7 @@ class Train(ToolTest):
         # The architecture comes from --init, not from the model flags.
         r = self.ok("mdx-train", self.table, "-o", out, "--depth", 9, "--batch", 32, "--init", base, "--init-ema",
                     "--class-cond", "--rep-share", 0.05, "--noisy-mask-ratio", 0, "--steps", 5)
-        self.assertIn("2 new (label_table.weight", r.stderr)
+        self.assertIn("1 new (label_table.weight", r.stderr)  # UMD: one label table, shared by both sides
         with h5py.File(out, "r") as f:
             self.assertEqual(f["config"].attrs["depth"], "2")
             self.assertEqual(f["config"].attrs["num_classes"], "10")

@@ -25,6 +25,49 @@ ModelConfig small_config(int64_t classes = 0) {
 }
 }  // namespace
 
+TEST_CASE("UMD's form: learned positions N(0, 1/sqrt(hw)) on each side, one conditioning vector") {
+  ModelConfig c;
+  c.height = 32, c.width = 32, c.channels = 1, c.patch = 2;  // 16 x 16 = 256 tokens: std 1/16
+  c.dim = 32, c.depth = 1, c.heads = 4, c.decoder_depth = 1, c.num_classes = 3;
+  c.positions = "learned", c.condition = "shared";
+  c.resolve();
+  torch::manual_seed(0);
+  MaskedDiffusionAutoencoder m(c);
+  std::map<std::string, at::Tensor> params;
+  for (const auto& p : m->named_parameters()) params[p.key()] = p.value();
+  REQUIRE(params.count("positions"));
+  REQUIRE(params.count("decoder_positions"));
+  CHECK(params.at("positions").std().item<double>() == doctest::Approx(1.0 / 16).epsilon(0.05));
+  CHECK(params.at("decoder_positions").std().item<double>() == doctest::Approx(1.0 / 16).epsilon(0.05));
+  CHECK_FALSE(params.at("positions").equal(params.at("decoder_positions")));  // two tables
+  for (const auto& [name, _] : params) {
+    CHECK(name.rfind("decoder_time_mlp", 0) != 0);
+    CHECK(name.rfind("decoder_label_table", 0) != 0);
+  }
+  // Gradients reach both position tables and the one time MLP through the decoder.
+  ModelInput in;
+  in.tokens = torch::randn({2, 256, 4});
+  in.time_index = torch::tensor({0, 7}, torch::kLong);
+  in.labels = torch::tensor({1, 3}, torch::kLong);
+  for (auto& [name, p] : params)
+    if (name.find("modulation") != std::string::npos || name.rfind("head", 0) == 0)
+      p.data().normal_(0, 0.02);  // off adaLN-Zero's zeros, or nothing flows back
+  m->forward(in).x0.pow(2).sum().backward();
+  CHECK(params.at("positions").grad().abs().sum().item<double>() > 0);
+  CHECK(params.at("decoder_positions").grad().abs().sum().item<double>() > 0);
+  CHECK(params.at("time_mlp.0.weight").grad().abs().sum().item<double>() > 0);
+  // A shared vector needs equal widths; old checkpoints (no keys) read as sin-cos, separate.
+  ModelConfig wide = c;
+  wide.decoder_dim = 64, wide.decoder_heads = 4;
+  CHECK_THROWS_AS(wide.resolve(), UsageError);
+  auto map = c.to_map();
+  CHECK(ModelConfig::from_map(map).learned_positions());
+  map.erase("positions"), map.erase("condition");
+  const ModelConfig old = ModelConfig::from_map(map);
+  CHECK(old.positions == "sincos");
+  CHECK(old.condition == "separate");
+}
+
 TEST_CASE("2-D sin-cos positions follow MAE's formula") {
   auto pos = sincos_positions(8, 2, 3);  // quarter = 2: omega = 1, 1/100
   CHECK(pos.sizes() == torch::IntArrayRef({6, 8}));

@@ -88,14 +88,20 @@ MaskedDiffusionAutoencoderImpl::MaskedDiffusionAutoencoderImpl(const ModelConfig
   patch_embed = register_module("patch_embed", linear(D, W));
   cls = register_parameter("cls", torch::randn({c.cls_tokens, W}) * 0.02);
   encoder_mask_token = register_parameter("encoder_mask_token", torch::randn({W}) * 0.02);
-  positions = register_buffer("positions", sincos_positions(W, c.grid_h, c.grid_w));
+  // small-vision: pos_embedding and dec_pos_embedding, normal(stddev = 1/sqrt(h w)).
+  const double position_std = 1.0 / std::sqrt(static_cast<double>(c.grid_h * c.grid_w));
+  positions = c.learned_positions()
+                  ? register_parameter("positions", torch::randn({c.grid_h * c.grid_w, W}) * position_std)
+                  : register_buffer("positions", sincos_positions(W, c.grid_h, c.grid_w));
   time_mlp = register_module("time_mlp", time_embedder(W));
-  decoder_time_mlp = register_module("decoder_time_mlp", time_embedder(Wd));
+  if (!c.shared_condition()) decoder_time_mlp = register_module("decoder_time_mlp", time_embedder(Wd));
   if (c.num_classes > 0) {
     label_table = register_module("label_table", torch::nn::Embedding(c.num_classes + 1, W));
-    decoder_label_table = register_module("decoder_label_table", torch::nn::Embedding(c.num_classes + 1, Wd));
     torch::nn::init::normal_(label_table->weight, 0.0, 0.02);
-    torch::nn::init::normal_(decoder_label_table->weight, 0.0, 0.02);
+    if (!c.shared_condition()) {
+      decoder_label_table = register_module("decoder_label_table", torch::nn::Embedding(c.num_classes + 1, Wd));
+      torch::nn::init::normal_(decoder_label_table->weight, 0.0, 0.02);
+    }
   }
   encoder = register_module("encoder", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.depth; ++i) encoder->push_back(AdaLNBlock(W, c.heads, c.mlp_ratio));
@@ -103,7 +109,10 @@ MaskedDiffusionAutoencoderImpl::MaskedDiffusionAutoencoderImpl(const ModelConfig
   decoder_embed = register_module("decoder_embed", linear(W, Wd));
   prefix_embed = register_module("prefix_embed", linear(W, Wd));
   mask_token = register_parameter("mask_token", torch::randn({Wd}) * 0.02);
-  decoder_positions = register_buffer("decoder_positions", sincos_positions(Wd, c.grid_h, c.grid_w));
+  decoder_positions =
+      c.learned_positions()
+          ? register_parameter("decoder_positions", torch::randn({c.grid_h * c.grid_w, Wd}) * position_std)
+          : register_buffer("decoder_positions", sincos_positions(Wd, c.grid_h, c.grid_w));
   decoder = register_module("decoder", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.decoder_depth; ++i) decoder->push_back(AdaLNBlock(Wd, c.decoder_heads, c.mlp_ratio));
   final_norm = register_module("final_norm", plain_norm(Wd));
@@ -113,6 +122,8 @@ MaskedDiffusionAutoencoderImpl::MaskedDiffusionAutoencoderImpl(const ModelConfig
 
 at::Tensor MaskedDiffusionAutoencoderImpl::condition(const at::Tensor& time_index, const at::Tensor& labels,
                                                      bool decoder_side) {
+  // Shared (UMD): the encoder's vector serves the decoder and the final modulation too.
+  if (config_.shared_condition()) decoder_side = false;
   at::Tensor freqs = timestep_frequencies(time_index, 256);
   at::Tensor c = decoder_side ? decoder_time_mlp->forward(freqs) : time_mlp->forward(freqs);
   if (config_.num_classes > 0 && labels.defined())
@@ -175,7 +186,7 @@ ModelOutput MaskedDiffusionAutoencoderImpl::forward(const ModelInput& in) {
       representation = representation.index_copy(0, rows, rep);
     }
   }
-  at::Tensor c_dec = condition(in.time_index, in.labels, true);
+  at::Tensor c_dec = config_.shared_condition() ? c_enc : condition(in.time_index, in.labels, true);
   at::Tensor h = at::cat({prefix_embed(representation).unsqueeze(1), full + decoder_positions}, 1);
   for (const auto& block : *decoder) h = block->as<AdaLNBlock>()->forward(h, c_dec);
   auto m = final_modulation(F::silu(c_dec)).chunk(2, 1);

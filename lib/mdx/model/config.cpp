@@ -28,6 +28,14 @@ void ModelConfig::add_to(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--mlp-ratio", mlp_ratio, "MLP hidden width / block width")->capture_default_str();
   app.add_option("--cls-tokens", cls_tokens, "CLS tokens of the encoder")->capture_default_str();
+  app.add_option("--positions", positions, "auto (learned for umd, else sincos) | sincos | learned")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "sincos", "learned"}));
+  app.add_option("--condition", condition,
+                 "auto (shared for umd, else separate) | separate | shared: one time/label vector for encoder, "
+                 "decoder and final modulation")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "separate", "shared"}));
 }
 
 void ModelConfig::resolve() {
@@ -59,6 +67,11 @@ void ModelConfig::resolve() {
     if (v < 1) throw UsageError(fmt::format("{} must be positive, got {}", name, v));
   if (!(mlp_ratio > 0) || !std::isfinite(mlp_ratio))
     throw UsageError(fmt::format("--mlp-ratio must be positive, got {}", mlp_ratio));
+  if (positions == "auto") positions = "sincos";  // callers that know the objective decide first
+  if (condition == "auto") condition = "separate";
+  if (shared_condition() && decoder_dim != dim)
+    throw UsageError(fmt::format("--condition shared needs a decoder as wide as the encoder (--decoder-dim {} vs "
+                                 "--dim {}), as UMD's", decoder_dim, dim));
   if (height > 0 && grid_h == 0) {  // a pixel token space of --patch (checkpoints before tokenizers)
     if (height % patch != 0 || width % patch != 0)
       throw Error(fmt::format("patch size {} does not divide the image size {}x{}", patch, height, width));
@@ -97,7 +110,9 @@ std::map<std::string, std::string> ModelConfig::to_map() const {
           {"mlp_ratio", fmt::format("{}", mlp_ratio)},
           {"cls_tokens", std::to_string(cls_tokens)},
           {"num_classes", std::to_string(num_classes)},
-          {"timesteps", std::to_string(timesteps)}};
+          {"timesteps", std::to_string(timesteps)},
+          {"positions", positions},
+          {"condition", condition}};
 }
 
 ModelConfig ModelConfig::from_map(const std::map<std::string, std::string>& m) {
@@ -134,6 +149,13 @@ ModelConfig ModelConfig::from_map(const std::map<std::string, std::string>& m) {
   }
   c.cls_tokens = num("cls_tokens", 1, 1024), c.num_classes = num("num_classes", 0, 1 << 20);
   c.timesteps = num("timesteps", 1, kMaxTimesteps);
+  // Checkpoints before UMD's form have neither key: sin-cos positions, one conditioning per side.
+  c.positions = m.count("positions") ? m.at("positions") : "sincos";
+  c.condition = m.count("condition") ? m.at("condition") : "separate";
+  if (c.positions != "sincos" && c.positions != "learned")
+    throw Error(fmt::format("checkpoint configuration: 'positions' is '{}', not sincos or learned", c.positions));
+  if (c.condition != "separate" && c.condition != "shared")
+    throw Error(fmt::format("checkpoint configuration: 'condition' is '{}', not separate or shared", c.condition));
   if (m.count("grid_h"))
     c.grid_h = num("grid_h", 1, side), c.grid_w = num("grid_w", 1, side), c.values = num("token_dim", 1, 1 << 20);
   c.resolve();

@@ -23,6 +23,14 @@ struct ModelConfig {
   int64_t decoder_dim = 0, decoder_depth = 0, decoder_heads = 0;  // decoder (0: the preset's)
   double mlp_ratio = 4.0;
   int64_t cls_tokens = 4;   // UMD: the representation is the mean of these outputs
+  // UMD's form (small-vision's ae.py) or DiT/MAE's: learned positions, N(0, 1/sqrt(hw)), one table
+  // for the encoder and one for the decoder, or fixed 2-D sin-cos; one conditioning vector (time
+  // + label) for encoder, decoder and the final modulation, or one of each side. "auto" becomes
+  // the objective's (mdx-train: learned and shared for umd).
+  std::string positions = "auto";  // auto | sincos | learned
+  std::string condition = "auto";  // auto | separate | shared
+  bool learned_positions() const { return positions == "learned"; }
+  bool shared_condition() const { return condition == "shared"; }
   int64_t num_classes = 0;  // 0: unconditional; otherwise a null class is added for guidance
   int64_t timesteps = 1000; // time index 0..T (0 = no noise)
 

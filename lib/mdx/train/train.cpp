@@ -165,6 +165,13 @@ class Trainer {
     model_cfg_.set_geometry(objective_->tokenizer()->geometry(table_.height(), table_.width(), table_.channels()));
     if (auto latent = objective_->latent()) latent->geometry(table_.height(), table_.width(), table_.channels());
     model_cfg_.num_classes = opt.labels.class_cond ? num_classes_ : 0;
+    // UMD's own model form where the objective is umd (small-vision's ae.py): learned positions and
+    // one conditioning vector, shared when the decoder is as wide as the encoder (as UMD's is).
+    const bool umd = objective_->name() == "umd";
+    if (model_cfg_.positions == "auto") model_cfg_.positions = umd ? "learned" : "sincos";
+    if (model_cfg_.condition == "auto")
+      model_cfg_.condition =
+          umd && (model_cfg_.decoder_dim == 0 || model_cfg_.decoder_dim == model_cfg_.dim) ? "shared" : "separate";
     model_cfg_.timesteps = objective_->settings().steps;
     model_cfg_.resolve();
     model_ = MaskedDiffusionAutoencoder(model_cfg_);
@@ -312,6 +319,7 @@ class Trainer {
     model_cfg_.depth = prev.depth, model_cfg_.heads = prev.heads, model_cfg_.decoder_dim = prev.decoder_dim;
     model_cfg_.decoder_depth = prev.decoder_depth, model_cfg_.decoder_heads = prev.decoder_heads;
     model_cfg_.mlp_ratio = prev.mlp_ratio, model_cfg_.cls_tokens = prev.cls_tokens;
+    model_cfg_.positions = prev.positions, model_cfg_.condition = prev.condition;
   }
 
   // The tokenizer the objective binds to: --tokenizer; else, continuing a run, the one it
