@@ -7,27 +7,21 @@
 #include <cmath>
 
 #include "mdx/util/error.h"
+#include "mdx/util/splitmix.h"
 
 namespace mdx {
 
 namespace {
-
-uint64_t splitmix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 // A counter-based stream of uniforms for one image: the same (seed, step, row) always draws the
 // same numbers, whatever was drawn before, on any rank.
 class Draws {
  public:
   Draws(uint64_t seed, int64_t step, int64_t row)
-      : state_(splitmix(splitmix(splitmix(seed ^ 0x6d64782d61756721ULL) ^ static_cast<uint64_t>(step)) ^
+      : state_(splitmix64(splitmix64(splitmix64(seed ^ 0x6d64782d61756721ULL) ^ static_cast<uint64_t>(step)) ^
                         static_cast<uint64_t>(row))) {}
   double uniform() {  // [0, 1), 53 bits
-    state_ = splitmix(state_);
+    state_ = splitmix64(state_);
     return static_cast<double>(state_ >> 11) * 0x1.0p-53;
   }
   int64_t below(int64_t n) { return std::min(n - 1, static_cast<int64_t>(uniform() * static_cast<double>(n))); }

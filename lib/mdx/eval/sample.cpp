@@ -19,6 +19,7 @@
 #include "mdx/util/log.h"
 #include "mdx/util/output.h"
 #include "mdx/util/progress.h"
+#include "mdx/util/splitmix.h"
 #include "mdx/util/tool.h"
 #include "mdx/util/torch_compat.h"
 
@@ -62,14 +63,6 @@ void SampleOptions::validate() const {
 }
 
 namespace {
-
-// SplitMix64: a well-mixed seed per sample, so sample i is the same whatever the batch or shard.
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 std::vector<std::string> split_lines(const std::string& text) {
   std::vector<std::string> lines;
@@ -132,7 +125,7 @@ void sample(const SampleOptions& opt, Provenance& prov) {
     std::vector<int64_t> labels_v(static_cast<size_t>(B));
     for (int64_t i = 0; i < B; ++i) {
       const int64_t index = start + i;
-      gens.push_back(compat::cpu_generator(mix(prov.seed ^ mix(static_cast<uint64_t>(index)))));
+      gens.push_back(compat::cpu_generator(splitmix64(prov.seed ^ splitmix64(static_cast<uint64_t>(index)))));
       labels_v[static_cast<size_t>(i)] = conditional ? classes[static_cast<size_t>(index / per)] : -1;
     }
     at::Tensor labels = at::tensor(labels_v, at::kLong);
