@@ -88,7 +88,12 @@ TEST_CASE("softmax: logistic fit with the curvature preconditioner reaches the s
   auto x0 = torch::zeros({(F + 1) * K}, torch::kDouble);
   LbfgsResult plain = lbfgs(obj, x0, opt);
   LbfgsResult pre = lbfgs(obj, x0, opt, SoftmaxPreconditioner(x, K)(0.01));
-  CHECK(plain.converged);
+  INFO("plain: ", plain.stop, ", grad ", plain.grad_max, ", ", plain.iterations, " iterations; preconditioned: ",
+       pre.stop, ", grad ", pre.grad_max);
+  // Unpreconditioned, this ill-conditioned problem ends where float32 products stop resolving f:
+  // converged, or no decrease found with a gradient near gtol (the summation order of the CPU's
+  // BLAS kernels decides which; 1.2e-4 seen on an AVX-512 Xeon).
+  CHECK((plain.converged || plain.grad_max < 1e-3));
   CHECK(pre.converged);
   CHECK(pre.f == doctest::Approx(plain.f).epsilon(1e-6));
   CHECK((pre.x - plain.x).abs().max().item<double>() < 1e-2);

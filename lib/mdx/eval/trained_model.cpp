@@ -35,6 +35,9 @@ const char* weights_name(Weights w) { return w == Weights::Ema ? "ema" : "raw"; 
 TrainedModel load_trained_model(const std::string& path, Weights weights, const at::Device& device,
                                 const std::string& latent_file) {
   CheckpointState s = load_checkpoint(path, true);
+  if (auto fit = s.config.find("fit"); fit != s.config.end())
+    throw Error(fmt::format("'{}' is a tokenizer fitted by mdx-{}-fit, not a trained model; give it as --tokenizer",
+                            path, fit->second));
   TrainedModel m;
   m.path = path;
   m.settings = s.config;

@@ -5,6 +5,7 @@
 
 #include "mdx/corrupt/objective.h"
 #include "mdx/io/hdf5.h"
+#include "mdx/io/tensors.h"
 #include "mdx/model/config.h"
 #include "mdx/tokenize/tokenizer.h"
 #include "mdx/util/error.h"
@@ -14,53 +15,9 @@ namespace mdx {
 
 namespace {
 
-void write_tensors(hid_t file, const std::string& group, const std::map<std::string, at::Tensor>& tensors) {
-  h5::Handle g(H5Gcreate2(file, group.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-  if (g.get() < 0) throw Error("cannot create group '" + group + "'");
-  for (const auto& [name, t] : tensors) {
-    at::Tensor c = t.detach().to(at::kCPU).to(at::kFloat).contiguous();
-    std::vector<hsize_t> dims(c.sizes().begin(), c.sizes().end());
-    h5::write(g, name, H5T_NATIVE_FLOAT, dims, c.data_ptr<float>());
-  }
-}
-
-// Names of a group's members, by index: the same calls in HDF5 1.10 and 1.12+.
-std::vector<std::string> member_names(hid_t group) {
-  H5G_info_t info;
-  H5Gget_info(group, &info);
-  std::vector<std::string> names;
-  for (hsize_t i = 0; i < info.nlinks; ++i) {
-    ssize_t n = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
-    std::string name(static_cast<size_t>(n), '\0');
-    H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size() + 1, H5P_DEFAULT);
-    names.push_back(name);
-  }
-  return names;
-}
-
 herr_t collect_attribute(hid_t, const char* name, const H5A_info_t*, void* data) {
   static_cast<std::vector<std::string>*>(data)->emplace_back(name);
   return 0;
-}
-
-std::map<std::string, at::Tensor> read_tensors(hid_t file, const std::string& group, const std::string& path) {
-  std::map<std::string, at::Tensor> out;
-  if (!h5::has(file, group)) return out;
-  h5::Handle g(H5Gopen2(file, group.c_str(), H5P_DEFAULT));
-  for (const auto& name : member_names(g)) {
-    h5::Handle ds = h5::open_dataset(g, name, path);
-    h5::DatasetInfo i = h5::info(ds);
-    if (i.type_class != H5T_FLOAT) throw Error(fmt::format("'{}': {}/{} is not a float dataset", path, group, name));
-    std::vector<int64_t> shape(i.dims.begin(), i.dims.end());
-    at::Tensor t = at::empty(shape, at::kFloat);
-    h5::read_all(ds, H5T_NATIVE_FLOAT, t.data_ptr<float>(), "'" + group + "/" + name + "' in '" + path + "'");
-    // Training stops at a non-finite loss before it saves, so NaN here is damage; carried through
-    // --resume it would poison every later step, through mdx-embed every embedding.
-    if (!at::isfinite(t).all().item<bool>())
-      throw Error(fmt::format("'{}': {}/{} holds NaN or infinite values; the file is damaged", path, group, name));
-    out[name] = t;
-  }
-  return out;
 }
 
 }  // namespace
@@ -113,9 +70,12 @@ CheckpointState load_checkpoint(const std::string& path, bool weights_only) {
   }
   // The configuration is the checkpoint's data: inconsistent, it is a damaged file (exit 1, naming
   // it), not a usage error of the command that reads it.
+  // A tokenizer fit's checkpoint (config `fit`) holds no model: its learner checks its own keys.
   try {
-    (void)ModelConfig::from_map(s.config);
-    (void)objective_from_config(s.config);
+    if (!s.config.count("fit")) {
+      (void)ModelConfig::from_map(s.config);
+      (void)objective_from_config(s.config);
+    }
   } catch (const std::runtime_error& e) {
     throw Error(fmt::format("'{}': its configuration is damaged: {}", path, e.what()));
   }
@@ -157,6 +117,18 @@ std::vector<std::string> copy_weights(torch::nn::Module& module, const std::map<
                               fmt::join(it->second.sizes(), ","), fmt::join(p.value().sizes(), ",")));
     }
     p.value().copy_(it->second);
+  }
+  // Buffers that carry state (a VQ codebook and its EMA statistics) come back too; those the
+  // checkpoint lacks (fixed tables a configuration recomputes) keep their values.
+  for (auto& b : module.named_buffers()) {
+    auto it = weights.find(b.key());
+    if (it == weights.end()) continue;
+    if (it->second.sizes() != b.value().sizes()) {
+      if (!strict) continue;
+      throw Error(fmt::format("'{}': '{}' has shape [{}], the configuration implies [{}]", path, b.key(),
+                              fmt::join(it->second.sizes(), ","), fmt::join(b.value().sizes(), ",")));
+    }
+    b.value().copy_(it->second);
   }
   return left;
 }

@@ -36,9 +36,9 @@ void save_checkpoint(const std::string& path, const CheckpointState& state, cons
 // Reads everything; `weights_only` skips the optimizer and generator state.
 CheckpointState load_checkpoint(const std::string& path, bool weights_only = false);
 
-// Copies `weights` (a checkpoint's `model` or `ema` map) into the module's parameters of the same
-// name. Strict: a parameter missing from `weights` or of another shape is an error naming `path`.
-// Not strict (fine-tuning from another configuration): such parameters keep their initial values
+// Copies `weights` (a checkpoint's `model` or `ema` map) into the module's parameters (and the
+// buffers it holds) of the same name. Strict: a parameter missing from `weights` or of another
+// shape is an error naming `path`. Not strict (fine-tuning from another configuration): such parameters keep their initial values
 // and their names are returned.
 std::vector<std::string> copy_weights(torch::nn::Module& module, const std::map<std::string, at::Tensor>& weights,
                                       const std::string& path, bool strict);
