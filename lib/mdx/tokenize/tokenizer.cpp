@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "mdx/io/hdf5.h"
+#include "mdx/tokenize/learned.h"
 #include "mdx/tokenize/patches.h"
 #include "mdx/tokenize/pca.h"
 #include "mdx/util/error.h"
@@ -25,6 +26,8 @@ const std::vector<TokenizerEntry>& tokenizer_registry() {
       {"pca", [](hid_t g, const std::string& w) -> std::shared_ptr<const Tokenizer> {
          return PcaTokenizer::load(g, w);
        }},
+      {"vae", VaeTokenizer::load},
+      {"vq", VqTokenizer::load},
   };
   return entries;
 }
@@ -86,7 +89,13 @@ std::shared_ptr<const Tokenizer> load_tokenizer(hid_t group, const std::string& 
   std::string kind;
   if (h5::has_attr(group, "kind")) kind = h5::read_attr_string(group, "kind");
   else if (h5::has(group, "components") && h5::has_attr(group, "patch")) kind = "pca";  // before kinds
-  else throw Error(where + " is not a tokenizer (no 'kind' attribute; mdx-pca-fit writes one)");
+  else if (h5::has(group, "tokenizer") && h5::has(group, "config")) {
+    // A checkpoint (mdx-vae-fit's, mdx-vq-fit's, mdx-train's): the token space it records.
+    h5::Handle g(H5Gopen2(group, "tokenizer", H5P_DEFAULT));
+    if (g.get() < 0) throw Error(where + ": cannot open its 'tokenizer' group");
+    return load_tokenizer(g, "the tokenizer of " + where);
+  } else
+    throw Error(where + " is not a tokenizer (no 'kind' attribute; mdx-pca-fit, mdx-vae-fit and mdx-vq-fit write one)");
   for (const auto& e : tokenizer_registry())
     if (kind == e.kind) return e.load(group, where);
   throw Error(fmt::format("{}: unknown tokenizer kind '{}' (known: {})", where, kind, tokenizer_kinds()));
