@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   mdx::VaeFitOptions opt;
   opt.add_to(tool.app());
   return tool.run(argc, argv, [&](mdx::Provenance& prov) {
+    mdx::fit_precision(tool.common().precision, prov);
     if (auto benchmark = mdx::vae_fit(opt, prov)) std::cout << benchmark->to_json() << std::endl;
   });
 }

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   mdx::VqFitOptions opt;
   opt.add_to(tool.app());
   return tool.run(argc, argv, [&](mdx::Provenance& prov) {
+    mdx::fit_precision(tool.common().precision, prov);
     if (auto benchmark = mdx::vq_fit(opt, prov)) std::cout << benchmark->to_json() << std::endl;
   });
 }

@@ -13,6 +13,7 @@
 #include "mdx/io/hdf5.h"
 #include "mdx/io/image_table.h"
 #include "mdx/util/error.h"
+#include "mdx/util/script.h"
 #include "mdx/util/json.h"
 #include "mdx/util/log.h"
 #include "mdx/util/output.h"
@@ -253,24 +254,6 @@ double frechet_distance(const at::Tensor& mu1, const at::Tensor& sigma1, const a
 
 namespace {
 
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
-
-// What a TorchScript module raised: its interpreter's message is a traceback whose last line is
-// the exception with the module's own message ("RuntimeError: ..."); otherwise the first line.
-std::string raised_message(const std::string& what) {
-  std::string last;
-  size_t begin = 0;
-  while (begin < what.size()) {
-    size_t end = what.find('\n', begin);
-    if (end == std::string::npos) end = what.size();
-    std::string line = what.substr(begin, end - begin);
-    if (line.find_first_not_of(" \t") != std::string::npos) last = line;
-    begin = end + 1;
-  }
-  const bool traceback = what.find("Traceback of TorchScript") != std::string::npos;
-  return traceback && !last.empty() ? last.substr(last.find_first_not_of(" \t")) : first_line(what);
-}
-
 class Extractor {
  public:
   virtual ~Extractor() = default;
@@ -298,12 +281,7 @@ class TorchScriptExtractor : public Extractor {
   TorchScriptExtractor(const std::string& path, int64_t size, const at::Device& device)
       : size_(size), device_(device) {
     identify_file(id_, path);  // also: a missing file is a plain "cannot read"
-    try {
-      module_ = torch::jit::load(path, device);
-    } catch (const c10::Error& e) {
-      throw Error(fmt::format("'{}' is not a TorchScript module (one saved by torch.jit.save): {}", path,
-                              first_line(e.what_without_backtrace())));
-    }
+    module_ = load_script(path, device);
     module_.eval();
     id_.kind = "torchscript";
     id_.size = size;

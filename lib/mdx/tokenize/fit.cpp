@@ -425,6 +425,10 @@ void report_eval(const CoderFitOptions& opt) {
 
 }  // namespace
 
+void fit_precision(const std::string& asked, Provenance& prov) {
+  if (asked == "auto" && prov.device.rfind("cuda", 0) != 0) prov.precision = "fp32";
+}
+
 std::optional<TrainBenchmark> vae_fit(VaeFitOptions& opt, Provenance& prov) {
   opt.validate();
   VaeLearner learner(opt);

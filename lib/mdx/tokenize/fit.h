@@ -56,6 +56,11 @@ struct ReconstructionReport {
 };
 ReconstructionReport reconstruction_report(const Tokenizer& tok, const ImageTable& table, int64_t max_rows);
 
+// The fits' precision: `asked` (--precision) as given, but `auto` is bf16 on CUDA only. On CPUs
+// LibTorch 1.13 runs bf16 convolutions slower than float32 (1.5x at one and two threads on a
+// 2-core Xeon with AVX512-BF16, no AMX), so the fits keep float32 there unless asked for bf16.
+void fit_precision(const std::string& asked, Provenance& prov);
+
 // Validate (and complete) the options, fit, and report --eval's reconstruction on stdout.
 std::optional<TrainBenchmark> vae_fit(VaeFitOptions& opt, Provenance& prov);
 std::optional<TrainBenchmark> vq_fit(VqFitOptions& opt, Provenance& prov);

@@ -3,11 +3,15 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <fstream>
+#include <sstream>
 
 #include "mdx/io/hdf5.h"
 #include "mdx/io/tensors.h"
 #include "mdx/tokenize/patches.h"
 #include "mdx/util/error.h"
+#include "mdx/util/script.h"
+#include "mdx/util/sha256.h"
 
 namespace mdx {
 
@@ -24,13 +28,23 @@ int64_t halvings(int64_t stride) {
 // Channels at the i-th resolution of the conv form.
 int64_t level_width(const CoderConfig& c, int64_t i) { return std::min(c.width << i, 4 * c.width); }
 
+// GroupNorm in float32 whatever its input: LibTorch 1.13's CPU autocast leaves group_norm out of its
+// lists and the kernel refuses a bf16 input with float32 weights; CUDA autocast runs it in float32
+// too. Same parameters (weight, bias) as torch::nn::GroupNorm.
+class GroupNorm32Impl : public torch::nn::GroupNormImpl {
+ public:
+  explicit GroupNorm32Impl(int64_t channels) : GroupNormImpl(torch::nn::GroupNormOptions(8, channels).eps(1e-6)) {}
+  at::Tensor forward(const at::Tensor& x) { return GroupNormImpl::forward(x.to(at::kFloat)); }
+};
+TORCH_MODULE(GroupNorm32);
+
 // GroupNorm -> SiLU -> 3x3 conv, twice, plus the input (the SD VAE's ResnetBlock, no dropout).
 class ResBlockImpl : public torch::nn::Module {
  public:
   explicit ResBlockImpl(int64_t ch) {
-    n1_ = register_module("norm1", torch::nn::GroupNorm(torch::nn::GroupNormOptions(8, ch).eps(1e-6)));
+    n1_ = register_module("norm1", GroupNorm32(ch));
     c1_ = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(ch, ch, 3).padding(1)));
-    n2_ = register_module("norm2", torch::nn::GroupNorm(torch::nn::GroupNormOptions(8, ch).eps(1e-6)));
+    n2_ = register_module("norm2", GroupNorm32(ch));
     c2_ = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(ch, ch, 3).padding(1)));
   }
   at::Tensor forward(const at::Tensor& x) {
@@ -39,7 +53,7 @@ class ResBlockImpl : public torch::nn::Module {
   }
 
  private:
-  torch::nn::GroupNorm n1_{nullptr}, n2_{nullptr};
+  GroupNorm32 n1_{nullptr}, n2_{nullptr};
   torch::nn::Conv2d c1_{nullptr}, c2_{nullptr};
 };
 TORCH_MODULE(ResBlock);
@@ -209,7 +223,7 @@ CoderNetImpl::CoderNetImpl(const CoderConfig& cfg, int64_t out) : cfg_(cfg), out
       encoder_->push_back(conv3(level_width(cfg, i), level_width(cfg, i + 1), 2));
     }
     encoder_->push_back(ResBlock(top));
-    encoder_->push_back(torch::nn::GroupNorm(torch::nn::GroupNormOptions(8, top).eps(1e-6)));
+    encoder_->push_back(GroupNorm32(top));
     encoder_->push_back(torch::nn::SiLU());
     encoder_->push_back(conv3(top, out));
     decoder_->push_back(conv3(cfg.latent, top));
@@ -220,7 +234,7 @@ CoderNetImpl::CoderNetImpl(const CoderConfig& cfg, int64_t out) : cfg_(cfg), out
       decoder_->push_back(conv3(level_width(cfg, i + 1), level_width(cfg, i)));
       decoder_->push_back(ResBlock(level_width(cfg, i)));
     }
-    decoder_->push_back(torch::nn::GroupNorm(torch::nn::GroupNormOptions(8, cfg.width).eps(1e-6)));
+    decoder_->push_back(GroupNorm32(cfg.width));
     decoder_->push_back(torch::nn::SiLU());
     decoder_->push_back(conv3(cfg.width, C));
   }
@@ -450,6 +464,159 @@ std::shared_ptr<const Tokenizer> VqTokenizer::load(hid_t group, const std::strin
 void VqTokenizer::hash_contents(const std::function<void(const void*, size_t)>& add) const {
   hash_net(add, config(), net_);
   add(codebook_.data_ptr<float>(), static_cast<size_t>(codebook_.numel()) * sizeof(float));
+}
+
+// ---- TorchScript
+
+namespace {
+
+int64_t int_attr(const torch::jit::Module& m, const char* name, const std::string& where) {
+  if (!m.hasattr(name)) throw Error(fmt::format("{} declares no attribute '{}' (see mdx(7), TorchScript tokenizers)", where, name));
+  c10::IValue v = m.attr(name);
+  if (!v.isInt()) throw Error(fmt::format("{}: its attribute '{}' is a {}, not an int", where, name, v.tagKind()));
+  return v.toInt();
+}
+
+}  // namespace
+
+TorchScriptTokenizer::TorchScriptTokenizer(std::string bytes, const std::string& where)
+    : bytes_(std::move(bytes)), where_(where) {
+  std::istringstream in(bytes_);
+  module_ = load_script(in, where);
+  module_.eval();
+  for (const char* method : {"encode", "decode"})
+    if (!module_.find_method(method))
+      throw Error(fmt::format("{} has no method '{}' (a tokenizer module needs encode and decode; export them with "
+                              "@torch.jit.export)",
+                              where, method));
+  if (!module_.hasattr("mdx_kind") || !module_.attr("mdx_kind").isString())
+    throw Error(where + " declares no string attribute 'mdx_kind' (\"vae\" or \"vq\")");
+  declared_kind_ = module_.attr("mdx_kind").toStringRef();
+  if (declared_kind_ != "vae" && declared_kind_ != "vq")
+    throw Error(fmt::format("{}: mdx_kind is '{}', not vae or vq", where, declared_kind_));
+  discrete_ = declared_kind_ == "vq";
+  stride_ = int_attr(module_, "stride", where);
+  latent_ = int_attr(module_, "latent_channels", where);
+  channels_ = int_attr(module_, "image_channels", where);
+  if (stride_ < 1 || stride_ > 1024 || latent_ < 1 || latent_ > 65536 || (channels_ != 1 && channels_ != 3))
+    throw Error(fmt::format("{}: inconsistent geometry stride={} latent_channels={} image_channels={}", where, stride_,
+                            latent_, channels_));
+  if (discrete_) {
+    codes_ = int_attr(module_, "codes", where);
+    if (codes_ < 2 || codes_ > (int64_t{1} << 24)) throw Error(fmt::format("{}: codes is {}", where, codes_));
+  } else {
+    if (!module_.hasattr("scaling_factor")) throw Error(where + " declares no attribute 'scaling_factor'");
+    c10::IValue v = module_.attr("scaling_factor");
+    scale_ = v.isDouble() ? v.toDouble() : v.isInt() ? static_cast<double>(v.toInt()) : -1;
+    if (!(scale_ > 0) || !std::isfinite(scale_))
+      throw Error(fmt::format("{}: scaling_factor must be a number > 0", where));
+  }
+  geometry(2 * stride_, 2 * stride_, channels_);  // the methods run, and give the declared shapes
+}
+
+std::shared_ptr<const Tokenizer> TorchScriptTokenizer::from_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read '" + path + "'");
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return std::make_shared<TorchScriptTokenizer>(std::move(bytes), "'" + path + "'");
+}
+
+std::shared_ptr<const Tokenizer> TorchScriptTokenizer::load(hid_t group, const std::string& where) {
+  h5::Handle ds = h5::open_dataset(group, "module", where);
+  h5::DatasetInfo i = h5::info(ds);
+  if (i.dims.size() != 1 || i.type_class != H5T_INTEGER)
+    throw Error(where + ": its 'module' is not a uint8 vector (the TorchScript file's bytes)");
+  std::string bytes(static_cast<size_t>(i.dims[0]), '\0');
+  h5::read_all(ds, H5T_NATIVE_UINT8, bytes.data(), where + " 'module'");
+  return std::make_shared<TorchScriptTokenizer>(std::move(bytes), where);
+}
+
+std::string TorchScriptTokenizer::describe() const {
+  return discrete_ ? fmt::format("torchscript vq (stride {}, {} codes of {} values)", stride_, codes_, latent_)
+                   : fmt::format("torchscript vae (stride {}, {} channels, scale {:.5g})", stride_, latent_, scale_);
+}
+
+at::Tensor TorchScriptTokenizer::call(const char* method, const at::Tensor& input) const {
+  c10::IValue out;
+  try {
+    out = module_.get_method(method)({input});
+  } catch (const c10::Error& e) {
+    throw Error(fmt::format("{}: {}() failed on input [{}]: {}", where_, method, fmt::join(input.sizes(), ","),
+                            raised_message(e.what_without_backtrace())));
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("{}: {}() failed on input [{}]: {}", where_, method, fmt::join(input.sizes(), ","),
+                            raised_message(e.what())));
+  }
+  if (!out.isTensor()) throw Error(fmt::format("{}: {}() returned a {}, not a tensor", where_, method, out.tagKind()));
+  return out.toTensor();
+}
+
+TokenGeometry TorchScriptTokenizer::geometry(int64_t height, int64_t width, int64_t channels) const {
+  if (channels != channels_)
+    throw Error(fmt::format("{} is for images of {} channels, these have {}", where_, channels_, channels));
+  if (height % stride_ != 0 || width % stride_ != 0)
+    throw Error(fmt::format("{}: its stride {} does not divide the images' {}x{}", where_, stride_, height, width));
+  const int64_t gh = height / stride_, gw = width / stride_;
+  // One black image through both methods: the shapes the attributes declare.
+  at::NoGradGuard ng;
+  at::Tensor e = call("encode", at::full({1, channels, height, width}, -1.0f));
+  const std::vector<int64_t> want = discrete_ ? std::vector<int64_t>{1, gh, gw} : std::vector<int64_t>{1, 2 * latent_, gh, gw};
+  if (e.sizes().vec() != want || (discrete_ && e.scalar_type() != at::kLong))
+    throw Error(fmt::format("{}: encode() of [1,{},{},{}] gave {} [{}], its attributes declare {} [{}]", where_, channels,
+                            height, width, c10::toString(e.scalar_type()), fmt::join(e.sizes(), ","),
+                            discrete_ ? "int64" : "float", fmt::join(want, ",")));
+  at::Tensor d = call("decode", discrete_ ? e : e.slice(1, 0, latent_));
+  if (d.sizes().vec() != std::vector<int64_t>{1, channels, height, width})
+    throw Error(fmt::format("{}: decode() gave [{}] for images of [1,{},{},{}]", where_, fmt::join(d.sizes(), ","),
+                            channels, height, width));
+  TokenGeometry g;
+  g.height = height, g.width = width, g.channels = channels;
+  g.grid_h = gh, g.grid_w = gw;
+  g.values = latent_;
+  g.vocabulary = discrete_ ? codes_ : 0;
+  return g;
+}
+
+at::Tensor TorchScriptTokenizer::encoded(const at::Tensor& images) const {
+  at::NoGradGuard ng;
+  return by_chunks(images, [&](const at::Tensor& x) { return call("encode", images_to_nchw(x)); });
+}
+
+std::pair<at::Tensor, at::Tensor> TorchScriptTokenizer::moments(const at::Tensor& images) const {
+  if (discrete_) return Tokenizer::moments(images);
+  at::Tensor both = encoded(images).to(at::kFloat);
+  auto parts = both.chunk(2, 1);
+  at::Tensor logvar = at::clamp(parts[1], -30.0, 20.0);
+  return {cells_to_tokens(parts[0]) * scale_, cells_to_tokens(logvar) + 2 * std::log(scale_)};
+}
+
+at::Tensor TorchScriptTokenizer::encode(const at::Tensor& images) const {
+  if (!discrete_) return moments(images).first;
+  at::Tensor codes = encoded(images);
+  return codes.reshape({codes.size(0), -1}).to(at::kLong);
+}
+
+at::Tensor TorchScriptTokenizer::decode(const at::Tensor& tokens, const TokenGeometry& g) const {
+  at::NoGradGuard ng;
+  at::Tensor in = discrete_ ? tokens.reshape({tokens.size(0), g.grid_h, g.grid_w})
+                            : tokens_to_cells(tokens.to(at::kFloat), g.grid_h, g.grid_w) / scale_;
+  return by_chunks(in, [&](const at::Tensor& z) { return nchw_to_images(call("decode", z).to(at::kFloat)); });
+}
+
+void TorchScriptTokenizer::save(hid_t group) const {
+  h5::write_attr(group, "kind", kind());
+  h5::write_attr(group, "mdx_kind", declared_kind_);
+  h5::write_attr(group, "stride", stride_);
+  h5::write_attr(group, "latent_channels", latent_);
+  h5::write_attr(group, "image_channels", channels_);
+  if (discrete_) h5::write_attr(group, "codes", codes_);
+  else h5::write_attr(group, "scaling_factor", scale_);
+  h5::write_attr(group, "module_sha256", sha256_bytes(bytes_.data(), bytes_.size()));
+  h5::write(group, "module", H5T_NATIVE_UINT8, {static_cast<hsize_t>(bytes_.size())}, bytes_.data());
+}
+
+void TorchScriptTokenizer::hash_contents(const std::function<void(const void*, size_t)>& add) const {
+  add(bytes_.data(), bytes_.size());
 }
 
 }  // namespace mdx

@@ -12,6 +12,7 @@
 // it out. The VQ's tokens are codes (int64), decoded through the codebook.
 #pragma once
 #include <hdf5.h>
+#include <torch/script.h>
 #include <torch/torch.h>
 
 #include <map>
@@ -86,7 +87,8 @@ class VaeTokenizer : public Tokenizer {
   at::Tensor encode(const at::Tensor& images) const override;  // scale * posterior mean
   at::Tensor decode(const at::Tensor& tokens, const TokenGeometry& g) const override;
   // The posterior of uint8 images as tokens [B, L, latent], scaled: (scale * mean, logvar + 2 log scale).
-  std::pair<at::Tensor, at::Tensor> moments(const at::Tensor& images) const;
+  bool has_posterior() const override { return true; }
+  std::pair<at::Tensor, at::Tensor> moments(const at::Tensor& images) const override;
   void save(hid_t group) const override;
   static std::shared_ptr<const Tokenizer> load(hid_t group, const std::string& where);
 
@@ -138,6 +140,50 @@ class VqTokenizer : public Tokenizer {
   mutable CoderNet net_;  // evaluation only: encode and decode are const
   at::Tensor codebook_;
   double commitment_;
+};
+
+// A tokenizer brought as a TorchScript module (share/mdx/sd_vae_to_torchscript.py for diffusers'
+// AutoencoderKL, share/mdx/vqgan_to_torchscript.py for a taming-transformers VQGAN). The module
+// declares its geometry as attributes and has two methods, on NCHW float32 images in [-1, 1]:
+//
+//   mdx_kind        "vae" or "vq"
+//   stride          pixels per latent cell along each side
+//   latent_channels k, the latent's channels (the VQ: the code vectors' width)
+//   image_channels  C
+//   scaling_factor  (vae) the latent scale, SD's 0.18215
+//   codes           (vq) the codebook size K
+//   encode(x [B,C,H,W]) -> vae: [B, 2k, H/s, W/s] (mean, then log-variance); vq: int64 [B, H/s, W/s]
+//   decode(z)           -> [B, C, H, W]; z is the unscaled latent [B, k, h, w], or int64 codes [B, h, w]
+//
+// All is checked on load, and the output shapes again on the first images of a given size. A
+// checkpoint copies the module's bytes in (dataset `module`), so it needs no other file.
+class TorchScriptTokenizer : public Tokenizer {
+ public:
+  TorchScriptTokenizer(std::string bytes, const std::string& where);
+  static std::shared_ptr<const Tokenizer> from_file(const std::string& path);
+  static std::shared_ptr<const Tokenizer> load(hid_t group, const std::string& where);
+
+  std::string kind() const override { return "torchscript"; }
+  std::string describe() const override;
+  TokenGeometry geometry(int64_t height, int64_t width, int64_t channels) const override;
+  at::Tensor encode(const at::Tensor& images) const override;
+  at::Tensor decode(const at::Tensor& tokens, const TokenGeometry& g) const override;
+  bool has_posterior() const override { return !discrete_; }
+  std::pair<at::Tensor, at::Tensor> moments(const at::Tensor& images) const override;
+  void save(hid_t group) const override;
+
+ protected:
+  void hash_contents(const std::function<void(const void*, size_t)>& add) const override;
+
+ private:
+  at::Tensor call(const char* method, const at::Tensor& input) const;
+  at::Tensor encoded(const at::Tensor& images) const;  // the module's encode() of uint8 images
+
+  std::string bytes_, where_, declared_kind_;
+  mutable torch::jit::Module module_;
+  int64_t stride_ = 0, latent_ = 0, channels_ = 0, codes_ = 0;
+  double scale_ = 1;
+  bool discrete_ = false;
 };
 
 }  // namespace mdx

@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <torch/torch.h>
 
 #include <future>
 #include <memory>
@@ -10,6 +11,7 @@
 #include "mdx/io/image_source.h"
 #include "mdx/io/hdf5.h"
 #include "mdx/io/image_table.h"
+#include "mdx/tokenize/tokenizer.h"
 #include "mdx/util/error.h"
 #include "mdx/util/log.h"
 #include "mdx/util/output.h"
@@ -71,6 +73,9 @@ void TokenizeOptions::add_to(CLI::App& app) {
   app.add_flag("--skip-bad", skip_bad, "skip undecodable image files (counted in the log and the provenance)");
   app.add_option("-j,--jobs", jobs, "decoding threads (0: one per core but one)")->capture_default_str();
   app.add_option("--block", block, "images decoded and written per step")->capture_default_str();
+  app.add_option("--tokenizer", tokenizer,
+                 "also store every image's tokens under this tokenizer, chunked: a VAE's posterior "
+                 "(latent_mean, latent_logvar), a VQ's codes, or the tokens of the others");
 }
 
 void TokenizeOptions::validate() const {
@@ -84,7 +89,7 @@ void TokenizeOptions::validate() const {
 
 void tokenize(const TokenizeOptions& opt, Provenance& prov) {
   opt.validate();
-  FilePlan().read(opt.inputs).read(opt.labels, "--labels").write(opt.output).check();
+  FilePlan().read(opt.inputs).read(opt.labels, "--labels").read(opt.tokenizer, "--tokenizer").write(opt.output).check();
   std::unique_ptr<ImageSource> src = open_image_source(opt.inputs, opt.labels, opt.jobs, opt.skip_bad);
   if (!opt.label_names.empty() && !src->labelled())
     throw UsageError("--label-names given, but the input has no labels (an IDX images file needs --labels)");
@@ -107,8 +112,46 @@ void tokenize(const TokenizeOptions& opt, Provenance& prov) {
       g.width, g.channels, shard.count > 1 ? fmt::format(" (shard {}/{}: rows {}..{})", shard.index, shard.count,
                                                           begin, end - 1) : std::string());
 
+  // Pre-extracted tokens (fast-DiT's latents): encoded block by block beside the images.
+  std::shared_ptr<const Tokenizer> tok;
+  TokenGeometry tg;
+  if (!opt.tokenizer.empty()) {
+    tok = load_tokenizer_file(opt.tokenizer);
+    tg = tok->geometry(g.height, g.width, g.channels);
+    prov.add_input(opt.tokenizer);
+    log("storing the tokens of {}: {} of {} values per image", tok->describe(), tg.tokens(),
+        tg.discrete() ? 1 : tg.values);
+  }
+
   h5::Handle file = h5::create_file(out.temp_path());
   ImageTableWriter writer(file, g.height, g.width, g.channels, src->labelled());
+  std::vector<std::unique_ptr<h5::RowWriter>> token_writers;
+  if (tok) {
+    const auto L = static_cast<hsize_t>(tg.tokens()), D = static_cast<hsize_t>(tg.values);
+    auto add = [&](const char* name, hid_t type, std::vector<hsize_t> dims, hsize_t bytes) {
+      token_writers.push_back(std::make_unique<h5::RowWriter>(file, name, type, dims, h5::chunk_rows_for(bytes), 0));
+    };
+    if (tg.discrete()) add("codes", H5T_NATIVE_INT64, {L}, L * 8);
+    else if (tok->has_posterior()) {
+      add("latent_mean", H5T_NATIVE_FLOAT, {L, D}, L * D * 4);
+      add("latent_logvar", H5T_NATIVE_FLOAT, {L, D}, L * D * 4);
+    } else {
+      add("tokens", H5T_NATIVE_FLOAT, {L, D}, L * D * 4);
+    }
+  }
+  auto write_tokens = [&](const uint8_t* pixels, int64_t count) {
+    if (!tok || count == 0) return;
+    at::Tensor images = at::from_blob(const_cast<uint8_t*>(pixels), {count, g.height, g.width, g.channels}, at::kByte);
+    std::vector<at::Tensor> parts;
+    if (tg.discrete()) parts = {tok->encode(images).to(at::kLong).contiguous()};
+    else if (tok->has_posterior()) {
+      auto [mean, logvar] = tok->moments(images);
+      parts = {mean.to(at::kFloat).contiguous(), logvar.to(at::kFloat).contiguous()};
+    } else {
+      parts = {tok->encode(images).to(at::kFloat).contiguous()};
+    }
+    for (size_t i = 0; i < parts.size(); ++i) token_writers[i]->append(parts[i].data_ptr(), static_cast<hsize_t>(count));
+  };
   std::vector<std::string> skipped;
   std::vector<SourceItem> items, next;
   std::vector<uint8_t> px;
@@ -139,6 +182,7 @@ void tokenize(const TokenizeOptions& opt, Provenance& prov) {
     }
     int64_t good = static_cast<int64_t>(lb.size());
     writer.append(px.data(), lb.data(), good);
+    write_tokens(px.data(), good);
     if (following < end) {
       if (ahead.valid()) ahead.get();
       else read_block(following, next);
@@ -153,6 +197,11 @@ void tokenize(const TokenizeOptions& opt, Provenance& prov) {
 
   std::vector<std::string> names = opt.label_names.empty() ? src->label_names() : opt.label_names;
   if (src->labelled() && !names.empty()) h5::write_strings(file, "label_names", names);
+  if (tok) {
+    token_writers.clear();  // closes the datasets
+    save_tokenizer(file, "tokenizer", *tok);
+    h5::write_attr(file, "tokens_identity", tok->identity());
+  }
   h5::write_attr(file, "source", std::string(src->kind()));
   h5::write_attr(file, "skipped", static_cast<int64_t>(skipped.size()));
   if (!skipped.empty()) h5::write_strings(file, "skipped_files", skipped);

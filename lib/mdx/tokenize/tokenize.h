@@ -25,6 +25,7 @@ struct TokenizeOptions {
   bool skip_bad = false;
   int jobs = 0;           // decoding threads; 0: one per core
   int64_t block = 512;    // images decoded and written per step
+  std::string tokenizer;  // also store every image's tokens under this tokenizer
 
   void add_to(CLI::App& app);
   void validate() const;

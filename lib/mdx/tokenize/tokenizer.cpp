@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <cstring>
+#include <fstream>
+
 #include "mdx/io/hdf5.h"
 #include "mdx/tokenize/learned.h"
 #include "mdx/tokenize/patches.h"
@@ -28,6 +31,7 @@ const std::vector<TokenizerEntry>& tokenizer_registry() {
        }},
       {"vae", VaeTokenizer::load},
       {"vq", VqTokenizer::load},
+      {"torchscript", TorchScriptTokenizer::load},
   };
   return entries;
 }
@@ -40,6 +44,10 @@ std::string Tokenizer::identity() const {
   sha.update(k);
   hash_contents([&](const void* data, size_t bytes) { sha.update(data, bytes); });
   return k + ":" + sha.hex();
+}
+
+std::pair<at::Tensor, at::Tensor> Tokenizer::moments(const at::Tensor&) const {
+  throw Error("the " + kind() + " tokenizer has no posterior (a VAE's mean and log-variance)");
 }
 
 PixelTokenizer::PixelTokenizer(int64_t patch) : patch_(patch) {
@@ -102,6 +110,13 @@ std::shared_ptr<const Tokenizer> load_tokenizer(hid_t group, const std::string& 
 }
 
 std::shared_ptr<const Tokenizer> load_tokenizer_file(const std::string& path) {
+  // torch.jit.save writes a ZIP archive; HDF5 files start with their own signature.
+  char magic[4] = {};
+  {
+    std::ifstream in(path, std::ios::binary);
+    in.read(magic, 4);
+  }
+  if (std::memcmp(magic, "PK\x03\x04", 4) == 0) return TorchScriptTokenizer::from_file(path);
   h5::Handle f = h5::open_file(path);
   return load_tokenizer(f, "'" + path + "'");
 }

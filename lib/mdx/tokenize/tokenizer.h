@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mdx/tokenize/geometry.h"
@@ -39,6 +40,10 @@ class Tokenizer {
   virtual at::Tensor decode(const at::Tensor& tokens, const TokenGeometry& g) const = 0;
   // Its datasets and attributes into `group`, the `kind` attribute among them.
   virtual void save(hid_t group) const = 0;
+  // A VAE's posterior: whether there is one, and (mean, log-variance) of uint8 images as tokens
+  // [B, L, D], scaled as encode() scales (encode() is the mean).
+  virtual bool has_posterior() const { return false; }
+  virtual std::pair<at::Tensor, at::Tensor> moments(const at::Tensor& images) const;
 
   // kind:SHA-256 of its contents as save() writes them (attributes and datasets in order).
   std::string identity() const;
@@ -76,7 +81,8 @@ class PixelTokenizer : public Tokenizer {
 // attribute; `where` names it in errors. A PCA file written before tokenizers had kinds is read
 // as kind `pca`.
 std::shared_ptr<const Tokenizer> load_tokenizer(hid_t group, const std::string& where);
-// The tokenizer file at `path` (its root group).
+// The tokenizer file at `path`: an HDF5 file (its root group, or a checkpoint's `tokenizer/`), or a
+// TorchScript module (a ZIP archive, torch.jit.save's format; see TorchScriptTokenizer).
 std::shared_ptr<const Tokenizer> load_tokenizer_file(const std::string& path);
 // Saves `tok` into a new group `name` of `file`.
 void save_tokenizer(hid_t file, const std::string& name, const Tokenizer& tok);
