@@ -132,6 +132,36 @@ class LearnedFit(ToolTest):
                    contains=("discrete codes", "umd"))
         self.assertNoOutput(self.path("x.h5"))
 
+    def test_training_on_pre_extracted_latents(self):
+        vae = self.path("vae.h5")
+        self.fit("mdx-vae-fit", vae, "--steps", 3)
+        latents = self.path("latents.h5")
+        r = self.ok("mdx-tokenize", self.table, "--tokenizer", vae, "-o", latents)
+        with h5py.File(latents, "r") as f:
+            self.assertEqual(f["latent_mean"].shape, (2000, 49, 4))
+            self.assertEqual(f["tokenizer"].attrs["kind"], "vae")
+            identity = f.attrs["tokens_identity"]
+        model = ["--objective", "umd", "--dim", 32, "--depth", 1, "--decoder-depth", 1, "--heads", 2, "--batch", 16,
+                 "--steps", 4, "--threads", 1, "--log-every", 1, "--tokenizer", vae]
+        a, b = self.path("from-images.h5"), self.path("from-latents.h5")
+        self.ok("mdx-train", self.table, *model, "-o", a)
+        r = self.ok("mdx-train", latents, *model, "-o", b)
+        self.assertIn("pre-extracted latents", r.stderr)
+        self.assertIn("no augmentation", r.stderr)  # umd's crop needs images
+        with h5py.File(b, "r") as f:
+            self.assertEqual(f["config"].attrs["tokenizer_identity"], identity)
+            self.assertEqual(f["config"].attrs["posterior"], "sample")
+        # The same posterior draws either way: the losses agree up to the encoder's rounding (the
+        # latents were encoded in blocks of 512, the images in batches of 16). Run a's images are
+        # augmented by umd's crop, so compare with --augment none.
+        c = self.path("from-images-plain.h5")
+        self.ok("mdx-train", self.table, *model, "--augment", "none", "-o", c)
+        lb = [x["loss"] for x in metrics(self.path("from-latents.metrics.jsonl"))]
+        lc = [x["loss"] for x in metrics(self.path("from-images-plain.metrics.jsonl"))]
+        np.testing.assert_allclose(lb, lc, rtol=1e-3)
+        self.fails("mdx-train", latents, *model, "--augment", "flip", "-o", self.path("x.h5"), code=2,
+                   contains=("pre-extracted latents cannot be cropped or flipped",))
+
     def test_resume_equals_uninterrupted(self):
         for name, extra in (("mdx-vae-fit", []), ("mdx-vq-fit", ["--codes", 16, "--restart-every", 5])):
             with self.subTest(tool=name):

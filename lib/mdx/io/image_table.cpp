@@ -73,6 +73,50 @@ ImageTable::ImageTable(const std::vector<std::string>& paths) : paths_(paths) {
     size_ += p.rows;
     parts_.push_back(std::move(p));
   }
+  open_posterior();
+}
+
+void ImageTable::open_posterior() {
+  std::string identity;
+  int64_t L = 0, D = 0;
+  for (auto& p : parts_) {
+    if (!h5::has(p.file, "latent_mean") || !h5::has(p.file, "latent_logvar") ||
+        !h5::has_attr(p.file, "tokens_identity"))
+      return;
+    const std::string id = h5::read_attr_string(p.file, "tokens_identity");
+    if (!identity.empty() && id != identity) return;  // latents of two tokenizers: not one posterior
+    identity = id;
+    p.mean = h5::open_dataset(p.file, "latent_mean", p.path);
+    p.logvar = h5::open_dataset(p.file, "latent_logvar", p.path);
+    for (hid_t ds : {p.mean.get(), p.logvar.get()}) {
+      h5::DatasetInfo i = h5::info(ds);
+      if (i.dims.size() != 3 || i.type_class != H5T_FLOAT || static_cast<int64_t>(i.dims[0]) != p.rows)
+        throw Error(fmt::format("'{}': its latents are {} {}, expected float [{}, L, D]", p.path, type_text(i),
+                                shape_text(i.dims), p.rows));
+      const auto l = static_cast<int64_t>(i.dims[1]), d = static_cast<int64_t>(i.dims[2]);
+      if ((L > 0 && (l != L || d != D)) || l < 1 || d < 1)
+        throw Error(fmt::format("'{}': latents of [{}, {}] per image, where [{}, {}] were read before", p.path, l, d,
+                                L, D));
+      L = l, D = d;
+    }
+  }
+  posterior_identity_ = identity;
+  latent_l_ = L, latent_d_ = D;
+}
+
+void ImageTable::read_posterior(int64_t start, int64_t count, float* mean, float* logvar) const {
+  if (posterior_identity_.empty()) throw Error("the table holds no pre-extracted latents");
+  if (start < 0 || count < 0 || start + count > size_)
+    throw Error(fmt::format("rows [{}, {}) are outside the table of {} images", start, start + count, size_));
+  const int64_t row = latent_l_ * latent_d_;
+  for (const auto& p : parts_) {
+    int64_t lo = std::max(start, p.offset), hi = std::min(start + count, p.offset + p.rows);
+    if (lo >= hi) continue;
+    h5::read_rows(p.mean, lo - p.offset, hi - lo, H5T_NATIVE_FLOAT, mean + (lo - start) * row,
+                  "'latent_mean' in '" + p.path + "'");
+    h5::read_rows(p.logvar, lo - p.offset, hi - lo, H5T_NATIVE_FLOAT, logvar + (lo - start) * row,
+                  "'latent_logvar' in '" + p.path + "'");
+  }
 }
 
 void ImageTable::read(int64_t start, int64_t count, uint8_t* images, int64_t* labels) const {

@@ -33,17 +33,27 @@ class ImageTable {
 
   // Rows [start, start+count) of the concatenated table; `images` or `labels` may be null.
   void read(int64_t start, int64_t count, uint8_t* images, int64_t* labels) const;
+
+  // Pre-extracted latents (mdx-tokenize --tokenizer): the identity of the tokenizer that made them
+  // when every file holds a VAE posterior (latent_mean, latent_logvar) of one tokenizer, else "".
+  const std::string& posterior_identity() const { return posterior_identity_; }
+  int64_t latent_tokens() const { return latent_l_; }
+  int64_t latent_values() const { return latent_d_; }
+  // Rows [start, start+count) of latent_mean and latent_logvar, float32 [count, L, D] each.
+  void read_posterior(int64_t start, int64_t count, float* mean, float* logvar) const;
   void read_labels(int64_t start, int64_t count, int64_t* labels) const { read(start, count, nullptr, labels); }
 
  private:
   struct Part {
     std::string path;
-    h5::Handle file, images, labels;
+    h5::Handle file, images, labels, mean, logvar;
     int64_t offset = 0, rows = 0;
   };
+  void open_posterior();
   std::vector<Part> parts_;
   std::vector<std::string> paths_, label_names_, history_;
-  int64_t size_ = 0, h_ = 0, w_ = 0, c_ = 0;
+  std::string posterior_identity_;
+  int64_t size_ = 0, h_ = 0, w_ = 0, c_ = 0, latent_l_ = 0, latent_d_ = 0;
   bool has_labels_ = false;
 };
 

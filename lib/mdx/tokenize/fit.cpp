@@ -199,8 +199,9 @@ class VaeLearner : public CoderLearner {
   }
   torch::nn::Module& module() override { return *net_; }
 
-  Loss loss(const at::Tensor& images, const at::Tensor&, int64_t, int64_t, at::Generator& gen, RowRange rows,
-            bool bf16, StepWork*) override {
+  Loss loss(const BatchRows& batch, int64_t, int64_t, at::Generator& gen, RowRange rows, bool bf16,
+            StepWork*) override {
+    const at::Tensor& images = batch.images;
     const int64_t B = images.size(0);
     if (rows.end < 0) rows.end = B;
     // Drawn for the whole batch, so that every process draws alike and one equals many.
@@ -292,8 +293,9 @@ class VqLearner : public CoderLearner {
   }
   torch::nn::Module& module() override { return *model_; }
 
-  Loss loss(const at::Tensor& images, const at::Tensor&, int64_t step, int64_t, at::Generator& gen, RowRange rows,
-            bool bf16, StepWork*) override {
+  Loss loss(const BatchRows& batch, int64_t step, int64_t, at::Generator& gen, RowRange rows, bool bf16,
+            StepWork*) override {
+    const at::Tensor& images = batch.images;
     step_ = step;
     const int64_t B = images.size(0), d = cfg_.latent;
     if (rows.end < 0) rows.end = B;

@@ -17,7 +17,7 @@ at::Generator generator(uint64_t seed, int64_t epoch, int64_t salt) {
 }
 }  // namespace
 
-TrainingData::TrainingData(const ImageTable& table, int64_t batch, uint64_t seed, int64_t budget_bytes)
+TrainingData::TrainingData(const ImageTable& table, int64_t batch, uint64_t seed, int64_t budget_bytes, bool latents)
     : table_(table), batch_(batch), spe_(std::max<int64_t>(1, table.size() / batch)), seed_(seed) {
   const int64_t n = table.size(), bytes = table.image_bytes();
   if (n == 0) throw Error(fmt::format("the training table ('{}') holds no images", fmt::join(table.paths(), "', '")));
@@ -30,6 +30,29 @@ TrainingData::TrainingData(const ImageTable& table, int64_t batch, uint64_t seed
     }
     const int64_t top = labels_.max().item<int64_t>();  // in 0 .. kMaxLabel - 1: ImageTable checks
     num_classes_ = std::max<int64_t>(top + 1, static_cast<int64_t>(table.label_names().size()));
+  }
+  if (latents) {
+    const int64_t L = table.latent_tokens(), D = table.latent_values();
+    const double gib = 2.0 * n * L * D * 4 / double(1 << 30);
+    if (gib * double(1 << 30) > static_cast<double>(budget_bytes))
+      throw Error(fmt::format("the table's pre-extracted latents ({:.1f} GiB) exceed --memory-budget and are read "
+                              "whole; raise it, or train from the images",
+                              gib));
+    mean_ = at::empty({n, L, D}, at::kFloat);
+    logvar_ = at::empty({n, L, D}, at::kFloat);
+    Progress progress("loading latents", n, "images");
+    const int64_t chunk = 8192;
+    for (int64_t s = 0; s < n; s += chunk) {
+      int64_t c = std::min(chunk, n - s);
+      h5::LockGuard lock;
+      table.read_posterior(s, c, mean_.data_ptr<float>() + s * L * D, logvar_.data_ptr<float>() + s * L * D);
+      progress.advance(c);
+    }
+    progress.finish();
+    if (!at::isfinite(mean_).all().item<bool>() || !at::isfinite(logvar_).all().item<bool>())
+      throw Error(fmt::format("the pre-extracted latents of '{}' hold NaN or infinite values",
+                              fmt::join(table.paths(), "', '")));
+    return;
   }
   streamed_ = n * bytes > budget_bytes;
   if (!streamed_) {
@@ -132,7 +155,8 @@ void TrainingData::rows(int64_t epoch, int64_t begin, int64_t count, at::Tensor&
   labels = lb.size() == 1 ? lb[0] : at::cat(lb);
 }
 
-void TrainingData::batch(int64_t step, at::Tensor& images, at::Tensor& labels) {
+void TrainingData::batch(int64_t step, at::Tensor& images, at::Tensor& labels, at::Tensor* mean,
+                         at::Tensor* logvar) {
   const int64_t epoch = step / spe_, pos = step % spe_, n = table_.size();
   if (streamed_) {
     if (batch_ > n) throw Error(fmt::format("--batch {} exceeds the {} images of the table", batch_, n));
@@ -145,14 +169,21 @@ void TrainingData::batch(int64_t step, at::Tensor& images, at::Tensor& labels) {
   }
   at::Tensor idx = batch_ <= n ? perm_.slice(0, pos * batch_, pos * batch_ + batch_)
                                : perm_.repeat({(batch_ + n - 1) / n}).slice(0, 0, batch_);
-  images = images_.index_select(0, idx);
   labels = labels_.index_select(0, idx);
+  if (mean_.defined()) {
+    if (!mean || !logvar) throw std::logic_error("TrainingData: a latent table's batches are latents");
+    *mean = mean_.index_select(0, idx);
+    *logvar = logvar_.index_select(0, idx);
+    images = at::Tensor();
+    return;
+  }
+  images = images_.index_select(0, idx);
 }
 
 void TrainingData::head(int64_t n, at::Tensor& images, at::Tensor& labels) {
   n = std::min(n, table_.size());
   labels = labels_.slice(0, 0, n);
-  if (!streamed_) {
+  if (images_.defined()) {
     images = images_.slice(0, 0, n);
     return;
   }

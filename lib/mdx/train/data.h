@@ -15,14 +15,18 @@ namespace mdx {
 
 class TrainingData {
  public:
-  TrainingData(const ImageTable& table, int64_t batch, uint64_t seed, int64_t budget_bytes);
+  // With `latents`, the batches are the table's pre-extracted posterior (latent_mean,
+  // latent_logvar) instead of its images, held in memory whole.
+  TrainingData(const ImageTable& table, int64_t batch, uint64_t seed, int64_t budget_bytes, bool latents = false);
   ~TrainingData();
 
   bool streamed() const { return streamed_; }
   int64_t steps_per_epoch() const { return spe_; }
   int64_t num_classes() const { return num_classes_; }  // 0 without labels
-  // Images uint8 [B,H,W,C] and labels int64 [B] (-1 without labels) of step `step`.
-  void batch(int64_t step, at::Tensor& images, at::Tensor& labels);
+  // Images uint8 [B,H,W,C] and labels int64 [B] (-1 without labels) of step `step`; reading
+  // latents, their mean and log-variance [B,L,D] instead of the images (left undefined).
+  void batch(int64_t step, at::Tensor& images, at::Tensor& labels, at::Tensor* mean = nullptr,
+             at::Tensor* logvar = nullptr);
   // The first n rows of the table (previews).
   void head(int64_t n, at::Tensor& images, at::Tensor& labels);
 
@@ -40,8 +44,9 @@ class TrainingData {
   const ImageTable& table_;
   int64_t batch_, spe_;
   uint64_t seed_;
-  bool streamed_;
+  bool streamed_ = false;
   at::Tensor images_, labels_, perm_;  // in memory: all images; always: all labels
+  at::Tensor mean_, logvar_;           // reading latents: all of them
   int64_t perm_epoch_ = -1, num_classes_ = 0;
   int64_t block_rows_ = 0, window_blocks_ = 0;
   Window current_;

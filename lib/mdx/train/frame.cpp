@@ -108,6 +108,15 @@ class Frame {
     run.validate();
     augment.validate();
     augment_ = augment.resolve(learner.default_augment());
+    latents_ = learner.reads_latents(table_);
+    if (latents_ && augment_.any()) {
+      if (augment.augment != "auto")
+        throw UsageError(fmt::format("--augment {}: the table's pre-extracted latents cannot be cropped or flipped; "
+                                     "give --augment none, or train from the images",
+                                     augment.augment));
+      augment_ = Augment{};  // the objective's augmentation needs images
+      log("no augmentation: the batches are the table's pre-extracted latents");
+    }
     device_ = at::Device(prov.device);
     dist_ = distributed_from_environment();
     if (dist_.active()) {
@@ -125,7 +134,7 @@ class Frame {
     prov.inputs = run.inputs;
     prov.merge_history(table_.history());
     data_ = std::make_unique<TrainingData>(table_, optim.batch, prov.seed,
-                                           static_cast<int64_t>(run.memory_budget * (1LL << 30)));
+                                           static_cast<int64_t>(run.memory_budget * (1LL << 30)), latents_);
     // A run continued (--resume) or fine-tuned (--init) keeps the architecture it started with.
     const bool from_checkpoint = !run.init.empty() || run.resume;
     if (from_checkpoint) {
@@ -329,10 +338,10 @@ class Frame {
 
   Loss train_step(StepWork* work) {
     optimizer_->set_lr(warmup_cosine_lr(optim_.base_lr(), step_, warmup_, total_));
-    at::Tensor images, labels;
-    data_->batch(step_, images, labels);
-    if (augment_.any()) images = augmented(images, step_);
-    Loss loss = learner_.loss(images, labels, step_, total_, gen_, rows_, prov_.precision == "bf16", work);
+    BatchRows batch;
+    data_->batch(step_, batch.images, batch.labels, &batch.mean, &batch.logvar);
+    if (augment_.any()) batch.images = augmented(batch.images, step_);
+    Loss loss = learner_.loss(batch, step_, total_, gen_, rows_, prov_.precision == "bf16", work);
     optimizer_->zero_grad();
     loss.total.backward();
     if (comm_) reduce(loss);
@@ -540,6 +549,7 @@ class Frame {
   int64_t saved_step_ = -1;  // the step of the checkpoint under -o; -1 while there is none
   double ema_decay_ = 0;     // --ema, or the learner's default; 0: no EMA kept
   Augment augment_;          // --augment, or the learner's
+  bool latents_ = false;     // the batches are the table's pre-extracted latents
   double grad_norm_ = 0;
 };
 

@@ -78,6 +78,13 @@ struct StepWork {
   double flops = 0;
 };
 
+// One step's rows as the frame reads them.
+struct BatchRows {
+  at::Tensor images;        // uint8 [B,H,W,C] as augmented; undefined when latents are read
+  at::Tensor labels;        // int64 [B], -1 without labels
+  at::Tensor mean, logvar;  // the table's pre-extracted posterior [B,L,D], when the learner reads latents
+};
+
 // What the frame needs of the thing it trains.
 class Learner {
  public:
@@ -96,13 +103,15 @@ class Learner {
   virtual torch::nn::Module& module() = 0;
   // One line after build: what is trained, on what (the frame adds steps, lr, EMA, device).
   virtual std::string describe() const = 0;
+  // Whether it reads the table's pre-extracted latents (mdx-tokenize --tokenizer) instead of its
+  // images; asked once, before the batches are loaded.
+  virtual bool reads_latents(const ImageTable& /*table*/) { return false; }
   virtual double default_ema(int64_t /*batch*/) const { return 0; }
   virtual Augment default_augment() const { return {}; }
-  // The loss of rows `rows` of a batch (images uint8 [B,H,W,C] as augmented, labels int64 [B],
-  // -1 without); `gen` is the run's generator, drawn from in the same order on every process.
-  // `work`, when given, receives the step's work.
-  virtual Loss loss(const at::Tensor& images, const at::Tensor& labels, int64_t step, int64_t total,
-                    at::Generator& gen, RowRange rows, bool bf16, StepWork* work) = 0;
+  // The loss of rows `rows` of a batch; `gen` is the run's generator, drawn from in the same order
+  // on every process. `work`, when given, receives the step's work.
+  virtual Loss loss(const BatchRows& batch, int64_t step, int64_t total, at::Generator& gen, RowRange rows,
+                    bool bf16, StepWork* work) = 0;
   // After the optimizer step (a VQ codebook's EMA update); `comm` sums over processes, null alone.
   virtual void after_step(Communicator* /*comm*/) {}
   // Values of the last step for the metrics log, beside the loss terms (a codebook's perplexity).

@@ -5,10 +5,12 @@
 #include <torch/torch.h>
 
 #include "mdx/io/grid.h"
+#include "mdx/io/image_table.h"
 #include "mdx/model/autoencoder.h"
 #include "mdx/tokenize/patches.h"
 #include "mdx/tokenize/tokenizer.h"
 #include "mdx/util/error.h"
+#include "mdx/util/log.h"
 #include "mdx/util/torch_compat.h"
 
 namespace mdx {
@@ -30,6 +32,11 @@ void TrainOptions::add_to(CLI::App& app) {
   model.add_to(app);
   optim.add_to(app);
   augment.add_to(app);
+  app.add_option("--posterior", posterior,
+                 "with a VAE tokenizer: train on the posterior mean, or on a draw from it at each step "
+                 "(auto: a draw for the noising objectives, as LDM and DiT train; the mean for mae)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "mean", "sample"}));
 }
 
 namespace {
@@ -46,6 +53,15 @@ class DiffusionLearner : public Learner {
   std::string model_name() const override { return model_cfg_.preset; }
   std::vector<std::pair<std::string, std::string>> reads() const override {
     return {{opt_.objective.tokenizer, "--tokenizer"}};
+  }
+  // The table's latents stand for its images when they are those of --tokenizer (given again on
+  // --resume, as a requeue does).
+  bool reads_latents(const ImageTable& table) override {
+    if (opt_.objective.tokenizer.empty() || table.posterior_identity().empty()) return false;
+    given_ = load_tokenizer_file(opt_.objective.tokenizer);
+    if (given_->identity() != table.posterior_identity()) return false;
+    log("reading the table's pre-extracted latents of '{}' (no encoding)", opt_.objective.tokenizer);
+    return true;
   }
   double default_ema(int64_t batch) const override {
     return objective_->default_ema(opt_.labels.class_cond, batch);
@@ -81,6 +97,8 @@ class DiffusionLearner : public Learner {
           umd && (model_cfg_.decoder_dim == 0 || model_cfg_.decoder_dim == model_cfg_.dim) ? "shared" : "separate";
     model_cfg_.timesteps = objective_->settings().steps;
     model_cfg_.resolve();
+    sample_posterior_ = objective_->tokenizer()->has_posterior() &&
+                        (opt_.posterior == "sample" || (opt_.posterior == "auto" && objective_->noises()));
     model_ = MaskedDiffusionAutoencoder(model_cfg_);
     model_->to(device_);
   }
@@ -95,9 +113,9 @@ class DiffusionLearner : public Learner {
                        model_cfg_.preset, n / 1e6, model_cfg_.dim, model_cfg_.depth, model_cfg_.decoder_depth);
   }
 
-  Loss loss(const at::Tensor& images, const at::Tensor& labels, int64_t step, int64_t total, at::Generator& gen,
-            RowRange rows, bool bf16, StepWork* work) override {
-    Batch b = make_batch(images, labels, step, total, gen);
+  Loss loss(const BatchRows& batch, int64_t step, int64_t total, at::Generator& gen, RowRange rows, bool bf16,
+            StepWork* work) override {
+    Batch b = make_batch(batch, step, total, gen);
     if (work) count_work(b, *work);
     // Every process corrupts the whole batch alike (same generator) and runs the model on its rows.
     ModelOutput out;
@@ -142,6 +160,7 @@ class DiffusionLearner : public Learner {
     std::map<std::string, std::string> c = model_cfg_.to_map();
     for (const auto& [k, v] : objective_->config()) c[k] = v;
     c["class_dropout"] = fmt::format("{}", opt_.labels.class_dropout);
+    if (objective_->tokenizer()->has_posterior()) c["posterior"] = sample_posterior_ ? "sample" : "mean";
     c["tokenizer_identity"] = objective_->tokenizer()->identity();
     if (auto latent = objective_->latent()) c["latent_identity"] = latent->identity();
     return c;
@@ -176,17 +195,30 @@ class DiffusionLearner : public Learner {
     const std::string& path = opt_.objective.tokenizer;
     if (!path.empty()) {
       prov.add_input(path);
-      return load_tokenizer_file(path);
+      return given_ ? given_ : load_tokenizer_file(path);
     }
     if (start && !fine_tune) return start->latent ? start->latent : start->tokenizer;
     if (start) return start->tokenizer;
     return nullptr;
   }
 
-  Batch make_batch(const at::Tensor& images, const at::Tensor& labels, int64_t step, int64_t total,
-                   at::Generator& gen) {
+  // The clean tokens of a batch: the tokenizer's (the posterior mean), a draw from a VAE's
+  // posterior (z = mean + exp(logvar / 2) eps, drawn for the whole batch), or the same from the
+  // table's pre-extracted latents.
+  at::Tensor clean_tokens(const BatchRows& batch, at::Generator& gen) const {
+    at::Tensor mean = batch.mean, logvar = batch.logvar;
+    if (!mean.defined()) {
+      if (!sample_posterior_) return objective_->tokenizer()->encode(batch.images);
+      std::tie(mean, logvar) = objective_->tokenizer()->moments(batch.images);
+    }
+    if (!sample_posterior_) return mean;
+    return mean + at::exp(0.5 * logvar) * at::randn(mean.sizes(), gen);
+  }
+
+  Batch make_batch(const BatchRows& batch, int64_t step, int64_t total, at::Generator& gen) {
+    const at::Tensor& labels = batch.labels;
     Batch b;
-    b.x0 = objective_->tokenizer()->encode(images);
+    b.x0 = clean_tokens(batch, gen);
     b.corrupted = objective_->sample(b.x0, step, total, gen);
     if (model_cfg_.num_classes > 0) {
       b.labels = labels;
@@ -227,6 +259,8 @@ class DiffusionLearner : public Learner {
   ModelConfig model_cfg_;
   at::Device device_{at::kCPU};
   MaskedDiffusionAutoencoder model_{nullptr};
+  std::shared_ptr<const Tokenizer> given_;  // --tokenizer, once read
+  bool sample_posterior_ = false;           // --posterior, resolved
   int64_t table_size_ = 0;
 };
 

@@ -33,6 +33,7 @@ struct TrainOptions {
   OptimOptions optim;
   RunOptions run;
   AugmentOptions augment;
+  std::string posterior = "auto";  // a VAE's tokens: auto | mean | sample (a draw per step)
   void add_to(CLI::App& app);
 };
 
