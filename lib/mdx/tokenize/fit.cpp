@@ -154,20 +154,21 @@ class CoderLearner : public Learner {
   }
 
   Grid preview(const at::Tensor& images, const at::Tensor&, int64_t, int64_t, std::string& columns) override {
-    auto tok = tokenizer();
+    auto tok = tokenizer(false);
     std::vector<at::Tensor> cols = {images};
     for (const at::Tensor& c : preview_columns(*tok, images, columns)) cols.push_back(c);
     return render_grid(at::stack(cols, 1), at::Tensor(), at::Tensor(), geometry_.cell_h(), 0);
   }
 
-  void save_into(CheckpointState& s) const override { s.tokenizer = tokenizer(); }
+  void save_into(CheckpointState& s) const override { s.tokenizer = tokenizer(true); }
 
  protected:
   virtual void make_model() = 0;
   virtual std::string extra_description() const { return ""; }
   virtual void add_config(std::map<std::string, std::string>& c) const = 0;
-  // The tokenizer of the weights as they are now.
-  virtual std::shared_ptr<const Tokenizer> tokenizer() const = 0;
+  // The tokenizer of the weights as they are now; `for_file`: as a checkpoint records it (the VAE
+  // measures its latent scale, a pass over the sample images the preview does not need).
+  virtual std::shared_ptr<const Tokenizer> tokenizer(bool for_file) const = 0;
   virtual std::vector<at::Tensor> preview_columns(const Tokenizer& tok, const at::Tensor& images,
                                                   std::string& columns) const = 0;
 
@@ -237,9 +238,11 @@ class VaeLearner : public CoderLearner {
 
   // The scale that makes the latents of the sample images unit-variance: 1 / std of posterior
   // draws (the means for an auto-encoder), as Stable Diffusion's 0.18215 was measured.
-  std::shared_ptr<const Tokenizer> tokenizer() const override {
+  // (The preview's reconstructions do not depend on it: decode divides out what encode multiplies.)
+  std::shared_ptr<const Tokenizer> tokenizer(bool for_file) const override {
     CoderNet net = clone_coder(net_, 2 * cfg_.latent);
     auto unscaled = std::make_shared<VaeTokenizer>(net, 1.0, beta_);
+    if (!for_file) return unscaled;
     auto [mean, logvar] = unscaled->moments(sample_);
     at::Generator g = compat::cpu_generator(0x5ca1e);
     at::Tensor z = beta_ > 0 ? reparameterize(mean, logvar, at::randn(mean.sizes(), g)) : mean;
@@ -384,7 +387,7 @@ class VqLearner : public CoderLearner {
     c["restart_every"] = std::to_string(vq_.restart_every);
     c["kmeans_iterations"] = std::to_string(vq_.kmeans_iterations);
   }
-  std::shared_ptr<const Tokenizer> tokenizer() const override {
+  std::shared_ptr<const Tokenizer> tokenizer(bool) const override {
     CoderNet net = clone_coder(model_->net, cfg_.latent);
     return std::make_shared<VqTokenizer>(net, model_->codebook.cpu(), vq_.commitment);
   }
@@ -431,20 +434,21 @@ void fit_precision(const std::string& asked, Provenance& prov) {
   if (asked == "auto" && prov.device.rfind("cuda", 0) != 0) prov.precision = "fp32";
 }
 
-std::optional<TrainBenchmark> vae_fit(VaeFitOptions& opt, Provenance& prov) {
+namespace {
+
+template <typename FitLearner, typename Options>
+std::optional<TrainBenchmark> fit(Options& opt, Provenance& prov) {
   opt.validate();
-  VaeLearner learner(opt);
+  FitLearner learner(opt);
   auto r = run_training(learner, opt.run, opt.optim, opt.augment, prov);
   if (!r) report_eval(opt);
   return r;
 }
 
-std::optional<TrainBenchmark> vq_fit(VqFitOptions& opt, Provenance& prov) {
-  opt.validate();
-  VqLearner learner(opt);
-  auto r = run_training(learner, opt.run, opt.optim, opt.augment, prov);
-  if (!r) report_eval(opt);
-  return r;
-}
+}  // namespace
+
+std::optional<TrainBenchmark> vae_fit(VaeFitOptions& opt, Provenance& prov) { return fit<VaeLearner>(opt, prov); }
+
+std::optional<TrainBenchmark> vq_fit(VqFitOptions& opt, Provenance& prov) { return fit<VqLearner>(opt, prov); }
 
 }  // namespace mdx
