@@ -15,6 +15,13 @@ with published FIDs; the extractor's SHA-256 in mdx-fid's report says which one 
 
 train.h5 and test.h5 are mdx-tokenize tables of the two splits (with labels). The run is seeded
 (--seed) and single-threaded.
+
+With --classify, the same classifier also names the class of every image of the tables given
+(mdx-sample's outputs, whose labels are the classes asked for) and prints one JSON line per table:
+the share recognized as its label ("class_accuracy"), the count, and the classifier's own test
+accuracy beside it:
+
+    /usr/bin/python3 share/mdx/fashion_mnist_extractor.py train.h5 test.h5 --classify samples/*.h5
 """
 import argparse
 import hashlib
@@ -69,10 +76,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("train")
     ap.add_argument("test")
-    ap.add_argument("-o", "--output", required=True)
+    ap.add_argument("-o", "--output", help="the TorchScript extractor to write")
+    ap.add_argument("--classify", nargs="+", default=[], metavar="TABLE",
+                    help="image tables with labels whose images the classifier names (one JSON line each)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if not args.output and not args.classify:
+        ap.error("give -o and/or --classify")
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
     x, y = load(args.train)
@@ -94,6 +105,15 @@ def main():
                           for i in range(0, len(xt), 1000))
         print(f"fashion_mnist_extractor.py: epoch {epoch + 1}: test top-1 {100 * correct / len(xt):.2f} %",
               file=sys.stderr)
+    import json
+    for path in args.classify:
+        xs, ys = load(path)
+        with torch.no_grad():
+            hits = sum((model(xs[i:i + 1000]).argmax(1) == ys[i:i + 1000]).sum().item() for i in range(0, len(xs), 1000))
+        print(json.dumps({"table": path, "count": len(xs), "class_accuracy": hits / max(len(xs), 1),
+                          "classifier_test_top1": correct / len(xt), "seed": args.seed, "epochs": args.epochs}))
+    if not args.output:
+        return
     extractor = torch.jit.trace(Extractor(model.features).eval(), torch.zeros(2, 3, 28, 28))
     tmp = args.output + ".tmp"
     torch.jit.save(extractor, tmp)

@@ -103,7 +103,8 @@ class Sample(ToolTest):
         self.fails("mdx-sample", self.table, "-o", out, contains=["not an mdx checkpoint"])
         mae = self.path("mae.ckpt.h5")
         self.ok("mdx-train", "-q", self.table, "-o", mae, *SMALL, "--steps", 1, "--objective", "mae")
-        self.fails("mdx-sample", mae, "--count", 2, "-o", out, contains=["not a pixel-space diffusion model"])
+        self.fails("mdx-sample", mae, "--count", 2, "-o", out,
+                   contains=["not a diffusion model nor a masked generative one", "--objective dit --class-cond"])
         self.fails("mdx-sample", self.ckpt, code=2, contains=["-o and/or --grid"])
         self.fails("mdx-sample", self.ckpt, "-o", out, "--sampler", "euler", code=2)
         self.fails("mdx-sample", self.ckpt, "-o", out, "--steps", 5000, code=2)

@@ -173,7 +173,7 @@ TEST_CASE("objective registry: every objective's configuration survives the chec
 
 TEST_CASE("objective traits: which objectives mask, noise and generate") {
   std::map<std::string, std::string> want = {{"umd", "mn diffusion"}, {"mae", "m- "}, {"ldae", "-n "},
-                                             {"dit", "-n diffusion"}};
+                                             {"dit", "-n diffusion"}, {"mage", "m- maskgit"}};
   for (const auto& e : objective_registry()) {
     auto o = make_objective(e.name, ObjectiveSettings{});
     std::string got = std::string(o->masks() ? "m" : "-") + (o->noises() ? "n" : "-") + " " + o->generator();

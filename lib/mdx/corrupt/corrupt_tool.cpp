@@ -157,8 +157,9 @@ void corrupt(const CorruptOptions& opt, Provenance& prov) {
   FilePlan().read(opt.inputs).read(tokenizer, "--tokenizer").write(opt.output).check();
   if (!tokenizer.empty()) inputs.push_back(tokenizer);
   AtomicOutput out(opt.output, inputs);
-  std::unique_ptr<Objective> objective = opt.objective.make();
-  objective->bind(tokenizer.empty() ? nullptr : load_tokenizer_file(tokenizer), opt.patch);
+  std::shared_ptr<const Tokenizer> given = tokenizer.empty() ? nullptr : load_tokenizer_file(tokenizer);
+  std::unique_ptr<Objective> objective = opt.objective.make(given && given->has_posterior());
+  objective->bind(given, opt.patch);
   const Tokenizer& tok = *objective->tokenizer();
   at::Generator gen = compat::cpu_generator(prov.seed);
 
@@ -180,6 +181,7 @@ void corrupt(const CorruptOptions& opt, Provenance& prov) {
     }
   }
   const TokenGeometry geometry = tok.geometry(H, W, C);
+  objective->check_space(geometry, tokenizer.empty() ? tok.kind() : "'" + tokenizer + "'");
   if (auto latent = objective->latent()) latent->geometry(H, W, C);
   const int64_t L = geometry.tokens(), patch = geometry.cell_h();
   at::Tensor x0 = tok.encode(images);

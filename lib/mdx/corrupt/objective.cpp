@@ -39,8 +39,9 @@ std::map<std::string, std::string> Objective::config() const {
 }
 
 MaskDraw Objective::draw_mask(int64_t rows, int64_t tokens, double ratio, at::Generator& gen) const {
-  return settings_.mask_policy == MaskPolicy::Mage ? mage_mask(rows, tokens, ratio, gen)
-                                                   : mae_mask(rows, tokens, ratio, gen);
+  // MAGE's counts under its policy, and always for the MAGE objective.
+  return settings_.mask_policy == MaskPolicy::Mage || discrete() ? mage_mask(rows, tokens, ratio, gen)
+                                                                 : mae_mask(rows, tokens, ratio, gen);
 }
 
 Corrupted Objective::clean(int64_t B, int64_t L) {
@@ -59,8 +60,26 @@ Corrupted Objective::noise_every_row(const at::Tensor& x0, at::Generator& gen) c
   return out;
 }
 
+void Objective::check_space(const TokenGeometry& g, const std::string& tokenizer) const {
+  if (g.discrete() == discrete()) return;
+  if (discrete())
+    throw Error(fmt::format("the {} objective trains on discrete codes and the tokenizer {} gives continuous tokens: "
+                            "give a VQ tokenizer (--tokenizer vq.h5, made by mdx-vq-fit)",
+                            name(), tokenizer));
+  throw Error(fmt::format("the tokenizer {} gives discrete codes; the {} objective trains on continuous tokens "
+                          "(a VAE's, PCA's or pixels; mage trains on codes)",
+                          tokenizer, name()));
+}
+
 void Objective::add_noise(const at::Tensor& x0, const at::Tensor& t, at::Generator& gen, Corrupted& out) const {
   const int64_t B = x0.size(0);
+  if (!x0.is_floating_point()) {  // codes: nothing to noise
+    if ((t >= 0).any().item<bool>()) throw Error(fmt::format("the {} objective does not noise its codes", name()));
+    out.xt = x0;
+    out.t = t.clone();
+    out.time_index = at::zeros_like(t);
+    return;
+  }
   at::Tensor noisy = t >= 0;
   at::Tensor tc = t.clamp_min(0);
   if (noises_in_latent()) {

@@ -1,7 +1,7 @@
 // Objectives as policies over shared pieces (noise schedule, mask sampler, the tokenizer's token
 // space): what the model sees, what it is scored on, and what generates from its models.
 // mdx-corrupt renders exactly what mdx-train trains on. One file per objective under
-// lib/mdx/corrupt/objectives/ (umd, mae, ldae, dit) holds its options, corruption, loss terms,
+// lib/mdx/corrupt/objectives/ (umd, mae, ldae, dit, mage) holds its options, corruption, loss terms,
 // traits and configuration; objectives/registry.cpp maps names to them.
 //
 // Adding an objective: a class deriving from Objective (and, when it has options of its own, from
@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "mdx/corrupt/augment.h"
 #include "mdx/corrupt/mask.h"
 #include "mdx/corrupt/schedule.h"
+#include "mdx/tokenize/geometry.h"
 
 namespace CLI {
 class App;
@@ -31,8 +33,9 @@ class Tokenizer;
 struct ModelOutput;
 
 struct Corrupted {
-  at::Tensor xt;              // [B, L, D] the corrupted tokens (masked ones still hold their values)
-  at::Tensor eps;             // the noise: [B, L, D], or [B, L, d] in a latent (l-DAE's PCA)
+  at::Tensor xt;              // [B, L, D] the corrupted tokens (masked ones still hold their values);
+                              // int64 codes [B, L] in a discrete space
+  at::Tensor eps;             // the noise: [B, L, D], or [B, L, d] in a latent (l-DAE's PCA); undefined for codes
   at::Tensor t;               // int64 [B], -1 where no noise was added
   at::Tensor time_index;      // int64 [B], the model's conditioning: 0 = no noise, else t + 1
   at::Tensor masked;          // bool [B, L]
@@ -81,7 +84,8 @@ class Objective {
   // Traits.
   virtual bool masks() const = 0;   // hides tokens from the encoder
   virtual bool noises() const = 0;  // adds diffusion noise
-  // The family of samplers that generate from its models ("diffusion"), "" when none does.
+  virtual bool discrete() const { return false; }  // trains on discrete codes (a VQ tokenizer's)
+  // The family of samplers that generate from its models ("diffusion", "maskgit"), "" when none does.
   virtual std::string generator() const { return ""; }
   // The mask ratio of its noisy rows (UMD's 37.5 %), shown by mdx-corrupt beside each timestep.
   virtual double noisy_mask_ratio() const { return 0.0; }
@@ -105,6 +109,9 @@ class Objective {
   // a checkpoint did not record it (noising then fails, saying what is missing).
   virtual std::shared_ptr<const Tokenizer> latent() const { return nullptr; }
   virtual bool noises_in_latent() const { return false; }
+  // Throws Error when the token space of `g` is not the kind it trains on (codes for a discrete
+  // objective, continuous tokens for the others); `tokenizer` names it ("'vq.h5'", "pixels").
+  void check_space(const TokenGeometry& g, const std::string& tokenizer) const;
 
   // The training draw for clean tokens x0 [B, L, D] at step `step` of `total` (LMD schedulers).
   virtual Corrupted sample(const at::Tensor& x0, int64_t step, int64_t total, at::Generator& gen) const = 0;
@@ -152,6 +159,9 @@ class Objective {
 // whole batch's count.
 at::Tensor token_mse(const at::Tensor& pred, const at::Tensor& target);
 at::Tensor batch_mean(const at::Tensor& values, const at::Tensor& select_all, const RowRange& rows);
+// Cross-entropy with label smoothing s per position, logits [..., K] and int64 targets [...]:
+// (1 - s) (-log p_target) + s mean_k (-log p_k), float32 (MAGE's LabelSmoothingCrossEntropy).
+at::Tensor label_smoothed_cross_entropy(const at::Tensor& logits, const at::Tensor& target, double smoothing);
 
 // --- The registry (objectives/registry.cpp) ------------------------------------------------------
 
@@ -161,6 +171,9 @@ struct ObjectiveEntry {
   ScheduleKind schedule;                                     // its default noise schedule
   std::function<std::unique_ptr<ObjectiveParams>()> params;  // its own options, at their defaults
   std::function<std::unique_ptr<Objective>(const ObjectiveSettings&, const ObjectiveParams&)> make;
+  MaskPolicy mask_policy = MaskPolicy::Fixed;                // its default mask policy (mage: MAGE's)
+  // Its default schedule in a learned latent (a VAE's), where that differs: UMD's linear, as LDM's.
+  std::optional<ScheduleKind> latent_schedule = std::nullopt;
 };
 
 const std::vector<ObjectiveEntry>& objective_registry();
@@ -180,15 +193,17 @@ struct ObjectiveOptions {
   std::string objective = "umd";
   std::string schedule;              // empty: the objective's default
   int64_t timesteps = 1000;          // T
-  std::string mask_policy = "fixed";
+  std::string mask_policy = "auto";   // auto: the objective's (mage for mage, else fixed)
   double mask_ratio = 0.75;          // mdx-train's --mask-ratio (mdx-corrupt has its own list)
   std::string tokenizer;             // a tokenizer file (PCA for ldae)
   std::vector<std::pair<std::string, std::unique_ptr<ObjectiveParams>>> params;  // one per objective
 
   ObjectiveOptions();
   void add_to(CLI::App& app, bool training);
-  ObjectiveSettings settings() const;         // validated; throws UsageError
-  std::unique_ptr<Objective> make() const;    // the chosen objective, validated, unbound
+  // Validated (throws UsageError); `learned_latent`: the tokens are a learned latent (a VAE's), where
+  // the objective's latent schedule is the default.
+  ObjectiveSettings settings(bool learned_latent = false) const;
+  std::unique_ptr<Objective> make(bool learned_latent = false) const;  // the chosen objective, unbound
 };
 
 }  // namespace mdx

@@ -9,6 +9,7 @@
 #include "mdx/eval/sample.h"
 #include "mdx/eval/sampler.h"
 #include "mdx/eval/trained_model.h"
+#include "mdx/tokenize/tokenizer.h"
 #include "mdx/util/error.h"
 
 namespace mdx {
@@ -80,7 +81,7 @@ at::Tensor reverse_diffusion(const RespacedSchedule& schedule, const SamplerSett
 void DiffusionOptions::add_to(CLI::App& app) {
   app.add_option("--eta", eta, "DDIM's eta (1: UMD's default; 0: deterministic)")->capture_default_str();
   app.add_option("--predict", predict, "which head drives the sampler: eps | x0 | auto (eps)")->capture_default_str();
-  app.add_flag("--no-clip", no_clip, "do not clamp the x0 prediction to [-1, 1] at each step");
+  app.add_flag("--no-clip", no_clip, "do not clamp the x0 prediction to [-1, 1] at each step (pixel tokens; a learned latent is never clamped)");
   app.add_option("--spacing", spacing,
                  "timesteps visited: uniform (guided-diffusion's), umd (999, 991, ..., 7, 0 and a final x0 call) "
                  "or auto (umd for UMD's models)")
@@ -99,20 +100,24 @@ namespace {
 class DiffusionSampler : public Sampler {
  public:
   DiffusionSampler(SamplerKind kind, const SampleOptions& opt, const TrainedModel& m)
-      : name_(kind == SamplerKind::Ddim ? "ddim" : "ddpm"), schedule_(m.objective->schedule()), steps_(opt.steps) {
+      : name_(kind == SamplerKind::Ddim ? "ddim" : "ddpm"),
+        schedule_(m.objective->schedule()),
+        steps_(opt.steps > 0 ? opt.steps : 125) {
     if (!schedule_.variance_preserving())
-      throw Error(fmt::format("'{}' was trained under {} ({} schedule) and is not a pixel-space diffusion model "
-                              "(its schedule is not variance-preserving); fine-tune it for generation "
+      throw Error(fmt::format("'{}' was trained under {} ({} schedule) and is not a diffusion model DDIM or "
+                              "DDPM samples (its schedule is not variance-preserving); fine-tune it for generation "
                               "(mdx-train --init {} --objective dit --class-cond)",
                               m.path, m.objective->name(), schedule_name(schedule_.kind()), m.path));
     settings_.kind = kind;
     settings_.eta = opt.diffusion.eta;
     settings_.predicts_x0 = opt.diffusion.predict == "x0";
-    settings_.clip = !opt.diffusion.no_clip;
+    // x0 is clamped to [-1, 1] in pixel space only: a learned latent (a VAE's) has no such bound,
+    // and LDM and DiT sample theirs unclamped.
+    settings_.clip = !opt.diffusion.no_clip && m.objective->tokenizer()->kind() == "pixels";
     spacing_ = opt.diffusion.spacing != "auto" ? opt.diffusion.spacing
                : m.objective->name() == "umd"    ? "umd"
                                                  : "uniform";
-    respaced_ = spacing_ == "umd" ? respace_umd(schedule_, opt.steps) : respace(schedule_, opt.steps);
+    respaced_ = spacing_ == "umd" ? respace_umd(schedule_, steps_) : respace(schedule_, steps_);
   }
 
   at::Tensor generate(const GuidedModel& model, const at::Tensor& labels,

@@ -33,13 +33,18 @@ void SampleOptions::add_to(CLI::App& app) {
   std::string help = "auto (the checkpoint objective's own)";
   for (const auto& e : sampler_registry()) help += fmt::format(" | {} ({}: {})", e.name, e.family, e.summary);
   app.add_option("--sampler", sampler, help)->capture_default_str();
-  app.add_option("--steps", steps, "sampling steps, respaced over the T of training")->capture_default_str();
-  app.add_option("--cfg", cfg, "classifier-free guidance scale s: u + s (c - u) (1: none)")->capture_default_str();
+  app.add_option("--steps", steps,
+                 "sampling steps: respaced over the T of training (diffusion, default 125) or MaskGIT's "
+                 "iterations (default 12)")
+      ->default_str("125 | 12");
+  app.add_option("--cfg", cfg, "classifier-free guidance scale s: u + s (c - u) on eps or on the logits (1: none)")
+      ->capture_default_str();
   app.add_option("--classes", classes, "classes to sample (comma-separated; default: all)")->delimiter(',');
   app.add_option("--per-class", per_class, "samples per class")->capture_default_str();
   app.add_option("--count", count, "samples of an unconditional model")->capture_default_str();
   add_weights_option(app, weights, "ema (as DiT and UMD sample) or raw");
   diffusion.add_to(app);
+  maskgit.add_to(app);
   app.add_option("--batch", batch, "samples per forward pass (twice that many rows with guidance)")
       ->capture_default_str();
   app.add_option("--grid-columns", grid_columns, "samples per class shown in the grid")->capture_default_str();
@@ -55,7 +60,8 @@ void SampleOptions::validate() const {
     throw UsageError(fmt::format("--sampler must be auto or one of {}, got '{}'", sampler_names(", "), sampler));
   parse_shard(shard);
   diffusion.validate();
-  if (steps < 1) throw UsageError("--steps must be at least 1");
+  maskgit.validate();
+  if (steps != -1 && steps < 1) throw UsageError("--steps must be at least 1");
   if (!std::isfinite(cfg)) throw UsageError("--cfg must be finite");
   if (per_class < 1 || batch < 1 || grid_columns < 1)
     throw UsageError("--per-class, --batch and --grid-columns must be >= 1");

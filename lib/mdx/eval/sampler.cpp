@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "mdx/eval/diffusion_sampler.h"
+#include "mdx/eval/maskgit_sampler.h"
 #include "mdx/eval/trained_model.h"
 #include "mdx/util/error.h"
 #include "mdx/util/torch_compat.h"
@@ -14,6 +15,7 @@ const std::vector<SamplerEntry>& sampler_registry() {
   static const std::vector<SamplerEntry> entries = {
       ddim_sampler(),
       ddpm_sampler(),
+      maskgit_sampler(),
   };
   return entries;
 }
@@ -27,8 +29,8 @@ std::string sampler_names(const char* separator) {
 std::unique_ptr<Sampler> make_sampler(const std::string& name, const SampleOptions& opt, const TrainedModel& m) {
   const std::string family = m.objective->generator();
   if (family.empty())
-    throw Error(fmt::format("'{}' was trained under {}: not a pixel-space diffusion model, nor another kind a "
-                            "sampler drives; fine-tune it for generation "
+    throw Error(fmt::format("'{}' was trained under {}: not a diffusion model nor a masked generative one, no "
+                            "sampler drives it; fine-tune it for generation "
                             "(mdx-train --init {} --objective dit --class-cond)",
                             m.path, m.objective->name(), m.path));
   for (const auto& e : sampler_registry()) {
@@ -52,7 +54,7 @@ GuidedModel::GuidedModel(TrainedModel& model, double scale, const at::Device& de
 bool GuidedModel::conditional() const { return m_.config.num_classes > 0; }
 
 at::Tensor GuidedModel::operator()(const at::Tensor& tokens, const at::Tensor& time_index, const at::Tensor& labels,
-                                   const Head& head) const {
+                                   const Head& head, const at::Tensor& masked) const {
   at::NoGradGuard ng;
   const int64_t B = tokens.size(0);
   ModelInput in;
@@ -60,7 +62,8 @@ at::Tensor GuidedModel::operator()(const at::Tensor& tokens, const at::Tensor& t
   in.time_index = guided_ ? at::cat({time_index, time_index}) : time_index;
   if (conditional())
     in.labels = guided_ ? at::cat({labels, at::full({B}, m_.config.num_classes, at::kLong)}) : labels;
-  for (at::Tensor* p : {&in.tokens, &in.time_index, &in.labels})
+  if (masked.defined()) in.masked = guided_ ? at::cat({masked, masked}) : masked;
+  for (at::Tensor* p : {&in.tokens, &in.time_index, &in.labels, &in.masked})
     if (p->defined()) *p = p->to(device_);
   ModelOutput out;
   {

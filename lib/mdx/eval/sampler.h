@@ -1,5 +1,5 @@
 // Samplers: how a trained model generates tokens. mdx-sample asks the checkpoint's objective
-// which family of samplers drives its models (Objective::generator(): "diffusion") and runs the
+// which family of samplers drives its models (Objective::generator(): "diffusion", "maskgit") and runs the
 // one --sampler names (default: the family's first). Shared by every sampler: classifier-free
 // guidance (GuidedModel), per-sample seeding (each row draws from its own generator, so sample i
 // is the same whatever the batch or shard), shards and writers (sample.cpp).
@@ -35,9 +35,10 @@ class GuidedModel {
   bool conditional() const;
   bool guided() const { return guided_; }
   const TrainedModel& model() const { return m_; }
-  // tokens [B, L, D], time_index int64 [B], labels int64 [B] (undefined when unconditional).
+  // tokens [B, L, D] (or int64 codes [B, L]), time_index int64 [B], labels int64 [B] (undefined when
+  // unconditional), masked bool [B, L] (undefined: none) given to the model as its mask token.
   at::Tensor operator()(const at::Tensor& tokens, const at::Tensor& time_index, const at::Tensor& labels,
-                        const Head& head) const;
+                        const Head& head, const at::Tensor& masked = {}) const;
 
  private:
   TrainedModel& m_;
@@ -49,8 +50,8 @@ class GuidedModel {
 class Sampler {
  public:
   virtual ~Sampler() = default;
-  // Tokens [B, L, D] for B rows of `labels` (undefined: unconditional); row i draws every random
-  // number from gens[i].
+  // Tokens [B, L, D] (int64 codes [B, L] of a discrete space) for B rows of `labels` (undefined:
+  // unconditional); row i draws every random number from gens[i].
   virtual at::Tensor generate(const GuidedModel& model, const at::Tensor& labels,
                               std::vector<at::Generator>& gens) const = 0;
   // What the outputs record of it (name/value pairs) and one line for the log.

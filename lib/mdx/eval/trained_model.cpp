@@ -52,9 +52,11 @@ TrainedModel load_trained_model(const std::string& path, Weights weights, const 
   else if (!latent && !recorded.empty() && std::ifstream(recorded)) latent = load_tokenizer_file(recorded);
   m.objective->restore(tokenizer, latent);
   const TokenGeometry g = tokenizer->geometry(m.config.height, m.config.width, m.config.channels);
-  if (g.tokens() != m.config.tokens() || g.values != m.config.token_dim())
-    throw Error(fmt::format("'{}': its tokenizer gives {} tokens of {} values, its model takes {} of {}", path,
-                            g.tokens(), g.values, m.config.tokens(), m.config.token_dim()));
+  if (g.tokens() != m.config.tokens() || g.values != m.config.token_dim() || g.vocabulary != m.config.vocabulary)
+    throw Error(fmt::format("'{}': its tokenizer gives {} tokens of {} values ({} codes), its model takes {} of {} "
+                            "({} codes)",
+                            path, g.tokens(), g.values, g.vocabulary, m.config.tokens(), m.config.token_dim(),
+                            m.config.vocabulary));
   m.ema = weights == Weights::Ema && !s.ema.empty();
   if (weights == Weights::Ema && s.ema.empty())
     log("'{}' has no EMA weights (trained with --ema 0): using its raw weights", path);

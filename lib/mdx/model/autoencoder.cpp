@@ -3,6 +3,9 @@
 #include <cmath>
 #include <map>
 
+#include <fmt/format.h>
+
+#include "mdx/util/error.h"
 #include "mdx/util/torch_compat.h"
 
 namespace mdx {
@@ -60,7 +63,8 @@ torch::nn::Sequential time_embedder(int64_t dim) {
 }
 }  // namespace
 
-AdaLNBlockImpl::AdaLNBlockImpl(int64_t dim, int64_t heads_, double mlp_ratio) : heads(heads_) {
+AdaLNBlockImpl::AdaLNBlockImpl(int64_t dim, int64_t heads_, double mlp_ratio, double dropout_)
+    : heads(heads_), dropout(dropout_) {
   const auto hidden = static_cast<int64_t>(dim * mlp_ratio);
   norm1 = register_module("norm1", plain_norm(dim));
   norm2 = register_module("norm2", plain_norm(dim));
@@ -76,20 +80,26 @@ at::Tensor AdaLNBlockImpl::forward(const at::Tensor& x, const at::Tensor& c) {
   const int64_t B = x.size(0), N = x.size(1), dim = x.size(2);
   at::Tensor h = modulate(norm1(x), m[0], m[1]);
   auto qkv_ = qkv(h).reshape({B, N, 3, heads, dim / heads}).permute({2, 0, 3, 1, 4});
-  at::Tensor a = compat::attention(qkv_[0], qkv_[1], qkv_[2]);  // [B, heads, N, dim/heads]
-  at::Tensor y = x + m[2].unsqueeze(1) * proj(a.transpose(1, 2).reshape({B, N, dim}));
+  // timm's Block (MAGE's): dropout on the attention weights, after the projection, after the
+  // MLP's activation and after its output.
+  const double p = is_training() ? dropout : 0.0;
+  auto drop = [p](const at::Tensor& t) { return p > 0 ? at::dropout(t, p, true) : t; };
+  at::Tensor a = compat::attention(qkv_[0], qkv_[1], qkv_[2], p);  // [B, heads, N, dim/heads]
+  at::Tensor y = x + m[2].unsqueeze(1) * drop(proj(a.transpose(1, 2).reshape({B, N, dim})));
   h = modulate(norm2(y), m[3], m[4]);
-  return y + m[5].unsqueeze(1) * fc2(F::gelu(fc1(h), F::GELUFuncOptions().approximate("tanh")));
+  return y + m[5].unsqueeze(1) * drop(fc2(drop(F::gelu(fc1(h), F::GELUFuncOptions().approximate("tanh")))));
 }
 
 MaskedDiffusionAutoencoderImpl::MaskedDiffusionAutoencoderImpl(const ModelConfig& config) : config_(config) {
   const ModelConfig& c = config_;
   const int64_t D = c.token_dim(), W = c.dim, Wd = c.decoder_dim;
-  patch_embed = register_module("patch_embed", linear(D, W));
+  const bool codes = c.discrete();
+  if (!codes) patch_embed = register_module("patch_embed", linear(D, W));
   cls = register_parameter("cls", torch::randn({c.cls_tokens, W}) * 0.02);
-  encoder_mask_token = register_parameter("encoder_mask_token", torch::randn({W}) * 0.02);
-  // small-vision: pos_embedding and dec_pos_embedding, normal(stddev = 1/sqrt(h w)).
-  const double position_std = 1.0 / std::sqrt(static_cast<double>(c.grid_h * c.grid_w));
+  if (!codes) encoder_mask_token = register_parameter("encoder_mask_token", torch::randn({W}) * 0.02);
+  // small-vision: pos_embedding and dec_pos_embedding, normal(stddev = 1/sqrt(h w)); MAGE's
+  // position_embeddings and decoder_pos_embed_learned: normal(0.02).
+  const double position_std = codes ? 0.02 : 1.0 / std::sqrt(static_cast<double>(c.grid_h * c.grid_w));
   positions = c.learned_positions()
                   ? register_parameter("positions", torch::randn({c.grid_h * c.grid_w, W}) * position_std)
                   : register_buffer("positions", sincos_positions(W, c.grid_h, c.grid_w));
@@ -104,20 +114,58 @@ MaskedDiffusionAutoencoderImpl::MaskedDiffusionAutoencoderImpl(const ModelConfig
     }
   }
   encoder = register_module("encoder", torch::nn::ModuleList());
-  for (int64_t i = 0; i < c.depth; ++i) encoder->push_back(AdaLNBlock(W, c.heads, c.mlp_ratio));
+  for (int64_t i = 0; i < c.depth; ++i) encoder->push_back(AdaLNBlock(W, c.heads, c.mlp_ratio, c.dropout));
   encoder_norm = register_module("encoder_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({W}).eps(1e-6)));
   decoder_embed = register_module("decoder_embed", linear(W, Wd));
   prefix_embed = register_module("prefix_embed", linear(W, Wd));
-  mask_token = register_parameter("mask_token", torch::randn({Wd}) * 0.02);
+  if (!codes) mask_token = register_parameter("mask_token", torch::randn({Wd}) * 0.02);
   decoder_positions =
       c.learned_positions()
           ? register_parameter("decoder_positions", torch::randn({c.grid_h * c.grid_w, Wd}) * position_std)
           : register_buffer("decoder_positions", sincos_positions(Wd, c.grid_h, c.grid_w));
   decoder = register_module("decoder", torch::nn::ModuleList());
-  for (int64_t i = 0; i < c.decoder_depth; ++i) decoder->push_back(AdaLNBlock(Wd, c.decoder_heads, c.mlp_ratio));
+  for (int64_t i = 0; i < c.decoder_depth; ++i)
+    decoder->push_back(AdaLNBlock(Wd, c.decoder_heads, c.mlp_ratio, c.dropout));
   final_norm = register_module("final_norm", plain_norm(Wd));
   final_modulation = register_module("final_modulation", zero_linear(Wd, 2 * Wd));
-  head = register_module("head", zero_linear(Wd, 2 * D));  // x0 and eps
+  if (!codes) {
+    head = register_module("head", zero_linear(Wd, 2 * D));  // x0 and eps
+    return;
+  }
+  // MAGE's BertEmbeddings (word embeddings normal(0.02), LayerNorm eps 1e-6) and MlmLayer (its fc
+  // initialized as every Linear, xavier_uniform; LayerNorm eps 1e-5; a zero bias per code).
+  code_table = register_module("code_table", torch::nn::Embedding(c.vocabulary + 1, W));
+  torch::nn::init::normal_(code_table->weight, 0.0, 0.02);
+  code_norm = register_module("code_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({W}).eps(1e-6)));
+  mlm_fc = register_module("mlm_fc", linear(Wd, W));
+  mlm_norm = register_module("mlm_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({W}).eps(1e-5)));
+  mlm_bias = register_parameter("mlm_bias", torch::zeros({c.vocabulary}));
+}
+
+at::Tensor MaskedDiffusionAutoencoderImpl::embed(const at::Tensor& tokens, const at::Tensor& masked) {
+  const bool any_masked = masked.defined() && masked.any().item<bool>();
+  if (!config_.discrete()) {
+    at::Tensor x = patch_embed(tokens) + positions;
+    // MAGE's mask policy: masked tokens that are not dropped reach the encoder as the mask token.
+    return any_masked ? at::where(masked.unsqueeze(-1), encoder_mask_token + positions, x) : x;
+  }
+  const int64_t K = config_.vocabulary;
+  if (tokens.dim() != 2 || tokens.scalar_type() != at::kLong)
+    throw Error(fmt::format("a model of {} codes takes int64 codes [B, L], got {} [{}]", K,
+                            c10::toString(tokens.scalar_type()), fmt::join(tokens.sizes(), ",")));
+  if (((tokens < 0) | (tokens >= K)).any().item<bool>())
+    throw Error(fmt::format("codes outside [0, {}) given to a model of {} codes", K, K));
+  at::Tensor ids = any_masked ? at::where(masked, at::full_like(tokens, K), tokens) : tokens;
+  at::Tensor x = code_norm(code_table(ids) + positions);
+  return is_training() && config_.dropout > 0 ? at::dropout(x, config_.dropout, true) : x;
+}
+
+at::Tensor MaskedDiffusionAutoencoderImpl::code_logits(const at::Tensor& h) {
+  // (LibTorch 1.13's CPU LayerNorm takes its input in its weight's float32, not autocast's bf16.)
+  at::Tensor z = mlm_norm(F::gelu(mlm_fc(h)).to(at::kFloat));
+  // MAGE scores against word_embeddings.weight.data.detach(): the table learns from the input side only.
+  at::Tensor table = code_table->weight.slice(0, 0, config_.vocabulary).detach();
+  return at::matmul(z, table.t().to(z.scalar_type())) + mlm_bias;
 }
 
 at::Tensor MaskedDiffusionAutoencoderImpl::condition(const at::Tensor& time_index, const at::Tensor& labels,
@@ -146,11 +194,8 @@ ModelOutput MaskedDiffusionAutoencoderImpl::forward(const ModelInput& in) {
   const int64_t C = config_.cls_tokens;
   at::Tensor dropped = in.dropped.defined() ? in.dropped : at::zeros({B, L}, in.tokens.options().dtype(at::kBool));
   at::Tensor masked = in.masked.defined() ? in.masked : dropped;
-  at::Tensor x = patch_embed(in.tokens) + positions;
-  // MAGE: masked tokens that are not dropped reach the encoder as the (encoder's) mask token.
   at::Tensor token_only = masked & ~dropped;
-  if (token_only.any().item<bool>())
-    x = at::where(token_only.unsqueeze(-1), encoder_mask_token + positions, x);
+  at::Tensor x = embed(in.tokens, token_only);
   at::Tensor c_enc = condition(in.time_index, in.labels, false);
 
   // Rows keep different numbers of tokens (UMD's two steps): encode each group of equal count.
@@ -158,7 +203,8 @@ ModelOutput MaskedDiffusionAutoencoderImpl::forward(const ModelInput& in) {
   std::map<int64_t, std::vector<int64_t>> groups;
   const int64_t* k = kept.data_ptr<int64_t>();
   for (int64_t i = 0; i < B; ++i) groups[k[i]].push_back(i);
-  at::Tensor full = mask_token.expand({B, L, Wd}).contiguous();
+  at::Tensor full = config_.discrete() ? at::zeros({B, L, Wd}, x.options().dtype(at::kFloat))
+                                       : mask_token.expand({B, L, Wd}).contiguous();
   at::Tensor representation = at::empty({B, W}, x.options());
   for (auto& [K, rows_vec] : groups) {
     const auto G = static_cast<int64_t>(rows_vec.size());
@@ -186,19 +232,33 @@ ModelOutput MaskedDiffusionAutoencoderImpl::forward(const ModelInput& in) {
       representation = representation.index_copy(0, rows, rep);
     }
   }
+  at::Tensor prefix = prefix_embed(representation);  // [B, Wd], the decoder's buffer token
+  // Every masked token, dropped or kept, holds the mask token in the decoder: the learned one, or
+  // (codes) the buffer token as MAGE's pad_with_cls_token.
+  if (config_.discrete())
+    full = at::where(masked.unsqueeze(-1), prefix.unsqueeze(1).to(full.scalar_type()), full);
+  else if (token_only.any().item<bool>())
+    full = at::where(masked.unsqueeze(-1), mask_token.to(full.scalar_type()), full);
   at::Tensor c_dec = config_.shared_condition() ? c_enc : condition(in.time_index, in.labels, true);
-  at::Tensor h = at::cat({prefix_embed(representation).unsqueeze(1), full + decoder_positions}, 1);
+  at::Tensor h = at::cat({prefix.unsqueeze(1).to(full.scalar_type()), full + decoder_positions}, 1);
   for (const auto& block : *decoder) h = block->as<AdaLNBlock>()->forward(h, c_dec);
   auto m = final_modulation(F::silu(c_dec)).chunk(2, 1);
-  at::Tensor out = head(modulate(final_norm(h), m[0], m[1])).slice(1, 1);  // drop the prefix
-  auto parts = out.chunk(2, 2);
-  return {parts[0], parts[1], representation};
+  at::Tensor y = modulate(final_norm(h), m[0], m[1]).slice(1, 1);  // drop the prefix
+  ModelOutput out;
+  out.representation = representation;
+  out.decoder_tokens = full;
+  if (config_.discrete()) {
+    out.logits = code_logits(y);
+  } else {
+    auto parts = head(y).chunk(2, 2);
+    out.x0 = parts[0], out.eps = parts[1];
+  }
+  return out;
 }
 
 at::Tensor MaskedDiffusionAutoencoderImpl::encode(const at::Tensor& tokens, const at::Tensor& time_index,
                                                   const at::Tensor& labels) {
-  at::Tensor x = patch_embed(tokens) + positions;
-  return run_encoder(x, {}, condition(time_index, labels, false));
+  return run_encoder(embed(tokens, {}), {}, condition(time_index, labels, false));
 }
 
 double MaskedDiffusionAutoencoderImpl::forward_flops(int64_t rows, int64_t kept) const {
@@ -210,11 +270,14 @@ double MaskedDiffusionAutoencoderImpl::forward_flops(int64_t rows, int64_t kept)
     return 2 * n * (3 * w * w + w * w + 2 * w * hidden) + 2 * 2 * n * n * w + 2 * w * 6 * w;
   };
   const double n_enc = static_cast<double>(c.cls_tokens + kept), n_dec = L + 1, W = c.dim, Wd = c.decoder_dim;
-  double f = 2 * L * D * W;                                  // patch embedding
+  const double K = static_cast<double>(c.vocabulary);
+  double f = c.discrete() ? 0 : 2 * L * D * W;               // patch embedding (codes: a lookup)
   f += c.depth * block(n_enc, W);                            // encoder
   f += 2 * kept * W * Wd + 2 * W * Wd;                       // decoder and prefix embeddings
   f += c.decoder_depth * block(n_dec, Wd);                   // decoder
-  f += 2 * n_dec * Wd * 2 * D + 2 * Wd * 2 * Wd;             // head and final modulation
+  f += c.discrete() ? 2 * L * (Wd * W + W * K)               // MLM head (the prefix is dropped)
+                    : 2 * n_dec * Wd * 2 * D;                // x0/eps head
+  f += 2 * Wd * 2 * Wd;                                      // final modulation
   f += 2 * (2 * 256 * W + 2 * W * W) / 2;                    // time embedding MLPs (roughly)
   return f * static_cast<double>(rows);
 }

@@ -28,6 +28,9 @@ void ModelConfig::add_to(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--mlp-ratio", mlp_ratio, "MLP hidden width / block width")->capture_default_str();
   app.add_option("--cls-tokens", cls_tokens, "CLS tokens of the encoder")->capture_default_str();
+  app.add_option("--dropout", dropout,
+                 "dropout in the token embedding and the blocks (-1: the objective's, 0.1 for mage as MAGE's, else 0)")
+      ->capture_default_str();
   app.add_option("--positions", positions, "auto (learned for umd, else sincos) | sincos | learned")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "sincos", "learned"}));
@@ -67,6 +70,10 @@ void ModelConfig::resolve() {
     if (v < 1) throw UsageError(fmt::format("{} must be positive, got {}", name, v));
   if (!(mlp_ratio > 0) || !std::isfinite(mlp_ratio))
     throw UsageError(fmt::format("--mlp-ratio must be positive, got {}", mlp_ratio));
+  if (dropout < 0) dropout = 0;  // callers that know the objective decide first
+  if (!(dropout < 1) || !std::isfinite(dropout))
+    throw UsageError(fmt::format("--dropout must lie in [0, 1), got {}", dropout));
+  if (vocabulary < 0) throw Error(fmt::format("a token vocabulary of {} codes", vocabulary));
   if (positions == "auto") positions = "sincos";  // callers that know the objective decide first
   if (condition == "auto") condition = "separate";
   if (shared_condition() && decoder_dim != dim)
@@ -81,19 +88,19 @@ void ModelConfig::resolve() {
 
 void ModelConfig::set_geometry(const TokenGeometry& g) {
   height = g.height, width = g.width, channels = g.channels;
-  grid_h = g.grid_h, grid_w = g.grid_w, values = g.values;
+  grid_h = g.grid_h, grid_w = g.grid_w, values = g.values, vocabulary = g.vocabulary;
   patch = g.cell_h();
 }
 
 TokenGeometry ModelConfig::geometry() const {
   TokenGeometry g;
   g.height = height, g.width = width, g.channels = channels;
-  g.grid_h = grid_h, g.grid_w = grid_w, g.values = values;
+  g.grid_h = grid_h, g.grid_w = grid_w, g.values = values, g.vocabulary = vocabulary;
   return g;
 }
 
 std::map<std::string, std::string> ModelConfig::to_map() const {
-  return {{"preset", preset},
+  std::map<std::string, std::string> m = {{"preset", preset},
           {"height", std::to_string(height)},
           {"width", std::to_string(width)},
           {"channels", std::to_string(channels)},
@@ -113,6 +120,11 @@ std::map<std::string, std::string> ModelConfig::to_map() const {
           {"timesteps", std::to_string(timesteps)},
           {"positions", positions},
           {"condition", condition}};
+  // Written only where they differ from what a checkpoint without them meant (continuous, no
+  // dropout), so that older checkpoints and their identities read the same.
+  if (vocabulary > 0) m["vocabulary"] = std::to_string(vocabulary);
+  if (dropout > 0) m["dropout"] = fmt::format("{}", dropout);
+  return m;
 }
 
 ModelConfig ModelConfig::from_map(const std::map<std::string, std::string>& m) {
@@ -156,6 +168,14 @@ ModelConfig ModelConfig::from_map(const std::map<std::string, std::string>& m) {
     throw Error(fmt::format("checkpoint configuration: 'positions' is '{}', not sincos or learned", c.positions));
   if (c.condition != "separate" && c.condition != "shared")
     throw Error(fmt::format("checkpoint configuration: 'condition' is '{}', not separate or shared", c.condition));
+  if (m.count("vocabulary")) c.vocabulary = num("vocabulary", 1, 1 << 24);
+  if (m.count("dropout")) {
+    const std::string& v = m.at("dropout");
+    char* end = nullptr;
+    c.dropout = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end != '\0' || !(c.dropout >= 0 && c.dropout < 1))
+      throw Error(fmt::format("checkpoint configuration: 'dropout' is '{}', not a number in [0, 1)", v));
+  }
   if (m.count("grid_h"))
     c.grid_h = num("grid_h", 1, side), c.grid_w = num("grid_w", 1, side), c.values = num("token_dim", 1, 1 << 20);
   c.resolve();

@@ -19,6 +19,7 @@ struct ModelConfig {
   int64_t height = 0, width = 0, channels = 0;  // the images (from the table)
   int64_t patch = 4;                            // --patch: the pixel tokenizer's (a token's cell side)
   int64_t grid_h = 0, grid_w = 0, values = 0;   // the token space (from the tokenizer)
+  int64_t vocabulary = 0;  // discrete token spaces (a VQ's codes, MAGE): the number of codes K; 0: continuous
   int64_t dim = 0, depth = 0, heads = 0;                          // encoder (0: the preset's)
   int64_t decoder_dim = 0, decoder_depth = 0, decoder_heads = 0;  // decoder (0: the preset's)
   double mlp_ratio = 4.0;
@@ -31,6 +32,9 @@ struct ModelConfig {
   std::string condition = "auto";  // auto | separate | shared
   bool learned_positions() const { return positions == "learned"; }
   bool shared_condition() const { return condition == "shared"; }
+  // Dropout in the token embedding and the blocks (attention weights, projections, MLP), as MAGE's
+  // 0.1; -1: the objective's (mdx-train: 0.1 for mage, else 0).
+  double dropout = -1;
   int64_t num_classes = 0;  // 0: unconditional; otherwise a null class is added for guidance
   int64_t timesteps = 1000; // time index 0..T (0 = no noise)
 
@@ -41,6 +45,7 @@ struct ModelConfig {
   TokenGeometry geometry() const;
   int64_t tokens() const { return grid_h * grid_w; }
   int64_t token_dim() const { return values; }
+  bool discrete() const { return vocabulary > 0; }
 
   // Flat key/value form (HDF5 attributes of a checkpoint's `config` group).
   std::map<std::string, std::string> to_map() const;

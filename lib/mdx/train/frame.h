@@ -38,7 +38,7 @@ struct OptimOptions {
   double warmup = 0.05;   // share of the steps
   double ema = -1;        // -1: the learner's default (Learner::default_ema); 0: none
   std::string ema_help =  // what -1 means, for --help
-      "-1: the objective's (umd: 1 - 1e-4 batch/256 with --class-cond, else none; mae: none; dit, ldae: 0.9999)";
+      "-1: the objective's (umd: 1 - 1e-4 batch/256 with --class-cond, else none; mae, mage: none; dit, ldae: 0.9999)";
 
   void add_to(CLI::App& app);
   void validate() const;

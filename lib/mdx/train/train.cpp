@@ -77,21 +77,22 @@ class DiffusionLearner : public Learner {
       throw Error("--class-cond needs labels, and '" + opt_.run.inputs[0] + "' has none");
     model_cfg_ = opt_.model;
     if (start) adopt_architecture(*start);
-    objective_->bind(given_tokenizer(start, fine_tune, prov), model_cfg_.patch);
+    std::shared_ptr<const Tokenizer> tokenizer = given_tokenizer(start, fine_tune, prov);
+    // In a learned latent (a VAE's) an objective may have another default schedule (UMD: linear).
+    if (tokenizer && tokenizer->has_posterior()) objective_ = opt_.objective.make(true);
+    objective_->bind(tokenizer, model_cfg_.patch);
     const TokenGeometry g = objective_->tokenizer()->geometry(table.height(), table.width(), table.channels());
-    if (g.discrete())
-      throw Error(fmt::format("the tokenizer {} gives discrete codes; the {} objective trains on continuous tokens "
-                              "(a VAE's, PCA's or pixels)",
-                              opt_.objective.tokenizer.empty() ? objective_->tokenizer()->kind()
-                                                               : "'" + opt_.objective.tokenizer + "'",
-                              objective_->name()));
+    objective_->check_space(g, opt_.objective.tokenizer.empty() ? objective_->tokenizer()->kind()
+                                                                : "'" + opt_.objective.tokenizer + "'");
     model_cfg_.set_geometry(g);
     if (auto latent = objective_->latent()) latent->geometry(table.height(), table.width(), table.channels());
     model_cfg_.num_classes = opt_.labels.class_cond ? num_classes : 0;
     // UMD's own model form where the objective is umd (small-vision's ae.py): learned positions and
     // one conditioning vector, shared when the decoder is as wide as the encoder (as UMD's is).
-    const bool umd = objective_->name() == "umd";
-    if (model_cfg_.positions == "auto") model_cfg_.positions = umd ? "learned" : "sincos";
+    // MAGE's: learned positions (BertEmbeddings) and dropout 0.1.
+    const bool umd = objective_->name() == "umd", mage = objective_->name() == "mage";
+    if (model_cfg_.positions == "auto") model_cfg_.positions = umd || mage ? "learned" : "sincos";
+    if (model_cfg_.dropout < 0) model_cfg_.dropout = mage ? 0.1 : 0.0;
     if (model_cfg_.condition == "auto")
       model_cfg_.condition =
           umd && (model_cfg_.decoder_dim == 0 || model_cfg_.decoder_dim == model_cfg_.dim) ? "shared" : "separate";
@@ -117,6 +118,10 @@ class DiffusionLearner : public Learner {
             StepWork* work) override {
     Batch b = make_batch(batch, step, total, gen);
     if (work) count_work(b, *work);
+    // Dropout draws from the global generators: seeded from the run's, so that a resumed run and
+    // every process drop as an uninterrupted one does.
+    if (model_cfg_.dropout > 0)
+      compat::seed_global(at::randint(0, int64_t{1} << 62, {1}, gen, at::TensorOptions().dtype(at::kLong)).item<int64_t>());
     // Every process corrupts the whole batch alike (same generator) and runs the model on its rows.
     ModelOutput out;
     {
@@ -139,9 +144,11 @@ class DiffusionLearner : public Learner {
     ModelOutput out = forward(b);
     model_->train();
     const TokenGeometry geometry = model_cfg_.geometry();
-    at::Tensor x0_hat = objective_->predicted_x0(b.corrupted, out).to(at::kCPU).to(at::kFloat);
-    // Visible tokens shown as given, masked ones as predicted.
-    at::Tensor pasted = at::where(b.corrupted.masked.unsqueeze(-1), x0_hat, b.corrupted.xt);
+    at::Tensor x0_hat = objective_->predicted_x0(b.corrupted, out).to(at::kCPU);
+    if (x0_hat.is_floating_point()) x0_hat = x0_hat.to(at::kFloat);
+    // Visible tokens shown as given, masked ones as predicted (codes: [B, L], no value axis).
+    at::Tensor where_masked = b.corrupted.xt.dim() == 3 ? b.corrupted.masked.unsqueeze(-1) : b.corrupted.masked;
+    at::Tensor pasted = at::where(where_masked, x0_hat, b.corrupted.xt);
     std::vector<at::Tensor> cols = {b.x0, b.corrupted.xt, x0_hat, pasted};
     std::vector<at::Tensor> cells, marks;
     at::Tensor none = at::zeros_like(b.corrupted.masked);
@@ -185,6 +192,7 @@ class DiffusionLearner : public Learner {
     model_cfg_.depth = prev.depth, model_cfg_.heads = prev.heads, model_cfg_.decoder_dim = prev.decoder_dim;
     model_cfg_.decoder_depth = prev.decoder_depth, model_cfg_.decoder_heads = prev.decoder_heads;
     model_cfg_.mlp_ratio = prev.mlp_ratio, model_cfg_.cls_tokens = prev.cls_tokens;
+    if (model_cfg_.dropout < 0) model_cfg_.dropout = prev.dropout;
     model_cfg_.positions = prev.positions, model_cfg_.condition = prev.condition;
   }
 

@@ -3,6 +3,7 @@
 #pragma once
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/types.h>
+#include <torch/utils.h>
 #include <torch/version.h>
 
 #include <cmath>
@@ -16,19 +17,24 @@ namespace mdx::compat {
 // A CPU generator with a fixed seed: every random draw of a run comes from generators like this,
 // so the same seed gives the same output.
 inline at::Generator cpu_generator(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
+// Seeds the global generators (the CPU's and every CUDA device's), which dropout draws from.
+inline void seed_global(uint64_t seed) { torch::manual_seed(seed); }
 
 }  // namespace mdx::compat
 
 namespace mdx::compat {
 
-// Multi-head attention without a mask, q k v [B, heads, N, d]. LibTorch 2.x's fused kernels
-// (flash / memory-efficient / math, picked per device and dtype) where they exist.
-inline at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+// Multi-head attention without a mask, q k v [B, heads, N, d], with dropout `p` on the attention
+// weights (pass 0 outside training). LibTorch 2.x's fused kernels (flash / memory-efficient /
+// math, picked per device and dtype) where they exist.
+inline at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double p = 0.0) {
 #if MDX_TORCH_AT_LEAST(2, 0)
-  return at::scaled_dot_product_attention(q, k, v);
+  return at::scaled_dot_product_attention(q, k, v, {}, p);
 #else
   at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).mul_(1.0 / std::sqrt(static_cast<double>(q.size(-1))));
-  return at::matmul(scores.softmax(-1), v);
+  at::Tensor weights = scores.softmax(-1);
+  if (p > 0) weights = at::dropout(weights, p, true);
+  return at::matmul(weights, v);
 #endif
 }
 

@@ -5,9 +5,12 @@
 #                                      [--cmd LAUNCHER] [--train-cmd LAUNCHER] [--extractor FILE.pt]
 #
 #   stage 1  tokenize     IDX files -> train.h5, test.h5 (+ the probe subsets at demo scale)
-#   stage 2  pca-fit      train.h5 -> pca.h5 (l-DAE's patch-wise PCA, 4x4 patches)
+#   stage 2  tokenizers   train.h5 -> pca.h5 (l-DAE's patch-wise PCA, 4x4 patches), vae.h5 (LMD's and
+#                         latent UMD's VAE, 7x7x4 latents), vq.h5 (MAGE's VQ-VAE, 7x7 codes of 512)
 #   stage 3  corrupt      corruption strips of every objective and mask policy -> strips/*.png
-#   stage 4  pre-train    umd, mae, ldae, dit, same steps and batch -> <objective>.ckpt.h5
+#   stage 4  pre-train    umd, mae, ldae, dit, mage (on vq.h5's codes), lmd (mae in vae.h5's latent,
+#                         LMD's cosine mask schedule), latent-umd (umd in vae.h5's latent); same steps
+#                         and batch -> <name>.ckpt.h5
 #   stage 5  embed        each encoder on the probe tables -> emb/<objective>.{train,test}.h5
 #   stage 6  probe        logistic probe of each, and of the raw pixels -> probe/<name>.json
 #   stage 7  fine-tune    generation fine-tune of each (class-conditional) -> gen/<objective>.ckpt.h5
@@ -33,7 +36,17 @@ train_cmd_set=0
 extractor=""
 data=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 names="T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot"
-objectives="umd mae ldae dit"
+objectives="umd mae ldae dit mage lmd latent-umd"
+# What each row trains: its objective and token space.
+train_args() {
+  case $1 in
+    ldae) echo "--objective ldae --tokenizer $dir/pca.h5" ;;
+    mage) echo "--objective mage --tokenizer $dir/vq.h5" ;;
+    lmd) echo "--objective mae --tokenizer $dir/vae.h5 --mask-policy lmd-cosine" ;;
+    latent-umd) echo "--objective umd --tokenizer $dir/vae.h5" ;;
+    *) echo "--objective $1" ;;
+  esac
+}
 
 usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -77,11 +90,14 @@ if [ "$demo" = 1 ]; then
   pretrain="--steps 200 --batch 64 --lr 1e-3 --preview-every 50 --log-every 5"
   finetune="--steps 60 --batch 64 --lr 5e-4 --ema 0.99 --preview-every 30 --log-every 5"
   probe_train=10000 probe_test=2000 per_class=20 sample_steps=25
+  # The tokenizers at demo scale: patch-wise (an MLP per 4x4 patch), a few hundred steps.
+  coder="--form patch --patch 4 --width 128 --steps 300 --batch 128 --lr 3e-3"
 else
   model="--model s"
   pretrain="--epochs 100 --batch 256"
   finetune="--epochs 20 --batch 256"
   probe_train=0 probe_test=0 per_class=1000 sample_steps=125
+  coder="--epochs 3"  # conv, stride 4 (README: 26.3 dB for the VAE, 23.9 dB for the VQ on the test set)
 fi
 
 if step 1; then
@@ -105,6 +121,13 @@ fi
 if step 2; then
   # 4x4 patches of 1 channel: D = 16; d = 8 keeps most of the variance (logged).
   run "${bin}mdx-pca-fit" "$dir/train.h5" --patch 4 --dim 8 -o "$dir/pca.h5"
+  # 7x7 latent cells of 4 values (a quarter of the pixels' values), and 7x7 codes of 512.
+  # shellcheck disable=SC2086
+  timed "$dir/vae.seconds" run_train "${bin}mdx-vae-fit" "$dir/train.h5" $coder --latent 4 --eval "$dir/test-probe.h5" \
+    -o "$dir/vae.h5" > "$dir/vae.eval.json"
+  # shellcheck disable=SC2086
+  timed "$dir/vq.seconds" run_train "${bin}mdx-vq-fit" "$dir/train.h5" $coder --codes 512 --eval "$dir/test-probe.h5" \
+    -o "$dir/vq.h5" > "$dir/vq.eval.json"
 fi
 
 if step 3; then
@@ -122,15 +145,15 @@ if step 3; then
   run "${bin}mdx-corrupt" "$dir/train.h5" --objective ldae --tokenizer "$dir/pca.h5" --count $count \
     -o "$dir/strips/ldae.png"
   run "${bin}mdx-corrupt" "$dir/train.h5" --objective dit --count $count -o "$dir/strips/dit.png"
+  run "${bin}mdx-corrupt" "$dir/train.h5" --objective mage --tokenizer "$dir/vq.h5" --count $count \
+    -o "$dir/strips/mage-codes.png"
 fi
 
 if step 4; then
   for objective in $objectives; do
-    extra=""
-    [ $objective = ldae ] && extra="--tokenizer $dir/pca.h5"
     # shellcheck disable=SC2086
-    timed "$dir/$objective.seconds" run_train "${bin}mdx-train" "$dir/train.h5" --objective $objective $model \
-      $pretrain $extra --patch 4 -o "$dir/$objective.ckpt.h5"
+    timed "$dir/$objective.seconds" run_train "${bin}mdx-train" "$dir/train.h5" $(train_args $objective) $model \
+      $pretrain --patch 4 -o "$dir/$objective.ckpt.h5"
   done
 fi
 
@@ -156,10 +179,13 @@ if step 7; then
   mkdir -p "$dir/gen"
   for objective in $objectives; do
     # UMD's own generation fine-tune (SPEC: labels on, r = 0.05, no masking, AdamW beta2 0.999 and
-    # no weight decay, as DiT's optimizer); the others become class-conditional DiTs from their
-    # pre-trained (raw) weights, with the same optimizer. Same steps for all: equal compute.
+    # no weight decay, as DiT's optimizer), in pixels or in the VAE's latent; MAGE stays MAGE, now
+    # class-conditional (MaskGIT samples it); the others become class-conditional DiTs from their
+    # pre-trained (raw) weights, in their token space (lmd: the VAE's latent), with the same
+    # optimizer. Same steps for all: equal compute.
     case $objective in
-      umd) extra="--objective umd --rep-share 0.05 --noisy-mask-ratio 0" ;;
+      umd|latent-umd) extra="--objective umd --rep-share 0.05 --noisy-mask-ratio 0" ;;
+      mage) extra="--objective mage" ;;
       *) extra="--objective dit" ;;
     esac
     # shellcheck disable=SC2086
@@ -171,8 +197,10 @@ fi
 if step 8; then
   mkdir -p "$dir/samples"
   for objective in $objectives; do
+    steps=$sample_steps
+    [ $objective = mage ] && steps=12  # MaskGIT's iterations
     timed "$dir/samples/$objective.seconds" run "${bin}mdx-sample" "$dir/gen/$objective.ckpt.h5" \
-      --per-class $per_class --steps $sample_steps --cfg 1.5 \
+      --per-class $per_class --steps $steps --cfg 1.5 \
       -o "$dir/samples/$objective.h5" --grid "$dir/samples/$objective.png"
   done
 fi

@@ -14,8 +14,9 @@ import sys
 
 from PIL import Image, ImageDraw
 
-OBJECTIVES = ("umd", "mae", "ldae", "dit")
-COLOURS = {"umd": (214, 39, 40), "mae": (31, 119, 180), "ldae": (44, 160, 44), "dit": (148, 103, 189)}
+OBJECTIVES = ("umd", "mae", "ldae", "dit", "mage", "lmd", "latent-umd")
+COLOURS = {"umd": (214, 39, 40), "mae": (31, 119, 180), "ldae": (44, 160, 44), "dit": (148, 103, 189),
+           "mage": (255, 127, 14), "lmd": (23, 190, 207), "latent-umd": (140, 86, 75)}
 
 
 def load_json(path):

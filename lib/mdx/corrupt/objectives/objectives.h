@@ -11,6 +11,7 @@ ObjectiveEntry umd_objective();   // umd.cpp
 ObjectiveEntry mae_objective();   // mae.cpp
 ObjectiveEntry ldae_objective();  // ldae.cpp
 ObjectiveEntry dit_objective();   // dit.cpp
+ObjectiveEntry mage_objective();  // mage.cpp
 
 // A number from a checkpoint configuration, `fallback` when absent; Error when malformed.
 double config_double(const std::map<std::string, std::string>& config, const std::string& key, double fallback);

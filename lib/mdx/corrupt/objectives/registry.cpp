@@ -15,6 +15,7 @@ const std::vector<ObjectiveEntry>& objective_registry() {
       mae_objective(),
       ldae_objective(),
       dit_objective(),
+      mage_objective(),
   };
   return entries;
 }
@@ -72,7 +73,7 @@ std::unique_ptr<Objective> objective_from_config(const std::map<std::string, std
   if (!(steps >= 1 && steps <= kMaxTimesteps && steps == std::floor(steps)))
     throw Error(fmt::format("the configuration's 'timesteps' is {}, not a count in [1, {}]", steps, kMaxTimesteps));
   s.steps = static_cast<int64_t>(steps);
-  s.mask_policy = parse_mask_policy(get("mask_policy", "fixed"));
+  s.mask_policy = parse_mask_policy(get("mask_policy", mask_policy_name(e.mask_policy)));
   s.mask_ratio = config_double(config, "mask_ratio", s.mask_ratio);
   std::unique_ptr<ObjectiveParams> params = e.params();
   params->load(config);
@@ -89,35 +90,42 @@ void ObjectiveOptions::add_to(CLI::App& app, bool training) {
   app.add_option("--objective", objective, objective_names() + " (" + help + ")")->capture_default_str();
   std::string defaults;
   for (const auto& e : objective_registry())
-    defaults += fmt::format("{}{} {}", defaults.empty() ? "" : ", ", e.name, schedule_name(e.schedule));
+    defaults += fmt::format("{}{} {}{}", defaults.empty() ? "" : ", ", e.name, schedule_name(e.schedule),
+                            e.latent_schedule ? fmt::format(" ({} in a VAE's latent)", schedule_name(*e.latent_schedule))
+                                              : "");
   app.add_option("--schedule", schedule,
                  "noise schedule: linear | cosine | ldae-gamma | ldae-sigma | single (default: " + defaults + ")");
   app.add_option("--timesteps", timesteps, "number of diffusion timesteps T")->capture_default_str();
-  app.add_option("--mask-policy", mask_policy, "fixed | mage | lmd-cosine | lmd-piecewise | lmd-linear")
+  app.add_option("--mask-policy", mask_policy,
+                 "auto (the objective's: mage for mage, else fixed) | fixed | mage | lmd-cosine | lmd-piecewise | "
+                 "lmd-linear")
       ->capture_default_str();
   if (training)
     app.add_option("--mask-ratio", mask_ratio, "mask ratio (MAE; UMD's representation step) under the fixed policy")
         ->capture_default_str();
   app.add_option("--tokenizer", tokenizer,
-                 "tokenizer file: the token space (a PCA from mdx-pca-fit; for ldae the latent it noises in)");
+                 "tokenizer file: the token space (a VAE or VQ from mdx-vae-fit / mdx-vq-fit, a TorchScript module, "
+                 "a PCA from mdx-pca-fit; for ldae the PCA latent it noises in; mage needs a VQ)");
   for (auto& [name, p] : params) p->add_to(app, training);
 }
 
-ObjectiveSettings ObjectiveOptions::settings() const {
+ObjectiveSettings ObjectiveOptions::settings(bool learned_latent) const {
   const ObjectiveEntry& e = find_objective(objective);
   ObjectiveSettings s;
-  s.schedule = schedule.empty() ? e.schedule : parse_schedule(schedule);
+  s.schedule = !schedule.empty()                        ? parse_schedule(schedule)
+               : learned_latent && e.latent_schedule ? *e.latent_schedule
+                                                     : e.schedule;
   if (timesteps < 1) throw UsageError("--timesteps must be at least 1");
   if (timesteps > kMaxTimesteps) throw UsageError(fmt::format("--timesteps must be at most {}", kMaxTimesteps));
   s.steps = timesteps;
-  s.mask_policy = parse_mask_policy(mask_policy);
+  s.mask_policy = mask_policy == "auto" ? e.mask_policy : parse_mask_policy(mask_policy);
   if (!(mask_ratio >= 0 && mask_ratio <= 1)) throw UsageError("--mask-ratio must lie in [0, 1]");
   s.mask_ratio = mask_ratio;
   return s;
 }
 
-std::unique_ptr<Objective> ObjectiveOptions::make() const {
-  const ObjectiveSettings s = settings();
+std::unique_ptr<Objective> ObjectiveOptions::make(bool learned_latent) const {
+  const ObjectiveSettings s = settings(learned_latent);
   std::unique_ptr<ObjectiveParams> own;
   for (const auto& [name, p] : params) {
     if (name != objective) continue;

@@ -114,7 +114,9 @@ ObjectiveEntry umd_objective() {
           ScheduleKind::Cosine, [] { return std::make_unique<UmdParams>(); },
           [](const ObjectiveSettings& s, const ObjectiveParams& p) -> std::unique_ptr<Objective> {
             return std::make_unique<Umd>(s, dynamic_cast<const UmdParams&>(p));
-          }};
+          },
+          MaskPolicy::Fixed,
+          ScheduleKind::Linear};  // latent UMD: LDM's linear beta schedule in a VAE's latent
 }
 
 }  // namespace mdx
