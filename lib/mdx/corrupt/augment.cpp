@@ -117,7 +117,7 @@ void resized_crop(const uint8_t* src, int64_t height, int64_t width, int64_t cha
 void AugmentOptions::add_to(CLI::App& app) {
   app.add_option("--augment", augment,
                  "auto (the objective's: umd crop(0.8-1)+flip, crop(0.95-1)+flip with --class-cond; mae "
-                 "crop(0.2-1)+flip; dit flip; ldae none) | none | flip | crop | crop+flip")
+                 "crop(0.2-1)+flip, as mage; dit flip; ldae none) | none | flip | crop | crop+flip")
       ->capture_default_str();
   app.add_option("--crop-area", crop_area, "lo,hi: the share of the image area a random crop keeps");
 }

@@ -92,6 +92,12 @@ class Objective {
   // The EMA decay mdx-train keeps when --ema is not given (0: none), as the reference runs do:
   // DiT's 0.9999 here; MAE none; UMD one only for its labelled run (an EMA step of 1e-4 B/256).
   virtual double default_ema(bool /*labelled*/, int64_t /*batch*/) const { return 0.9999; }
+  // Its reference model's form, where --positions, --condition and --dropout say auto: learned
+  // position tables (UMD's, MAGE's) or sin-cos; one conditioning vector for encoder and decoder
+  // (UMD's); the dropout (MAGE's 0.1).
+  virtual bool learned_positions() const { return false; }
+  virtual bool shared_condition() const { return false; }
+  virtual double default_dropout() const { return 0.0; }
   // The training augmentation of its reference code (see augment.h): DiT's flip here.
   virtual Augment default_augment(bool /*labelled*/) const {
     Augment a;

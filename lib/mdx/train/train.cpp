@@ -87,15 +87,15 @@ class DiffusionLearner : public Learner {
     model_cfg_.set_geometry(g);
     if (auto latent = objective_->latent()) latent->geometry(table.height(), table.width(), table.channels());
     model_cfg_.num_classes = opt_.labels.class_cond ? num_classes : 0;
-    // UMD's own model form where the objective is umd (small-vision's ae.py): learned positions and
-    // one conditioning vector, shared when the decoder is as wide as the encoder (as UMD's is).
-    // MAGE's: learned positions (BertEmbeddings) and dropout 0.1.
-    const bool umd = objective_->name() == "umd", mage = objective_->name() == "mage";
-    if (model_cfg_.positions == "auto") model_cfg_.positions = umd || mage ? "learned" : "sincos";
-    if (model_cfg_.dropout < 0) model_cfg_.dropout = mage ? 0.1 : 0.0;
+    // The objective's own model form (UMD's learned positions and one conditioning vector, shared
+    // when the decoder is as wide as the encoder, as UMD's is; MAGE's learned positions and dropout).
+    if (model_cfg_.positions == "auto") model_cfg_.positions = objective_->learned_positions() ? "learned" : "sincos";
+    if (model_cfg_.dropout < 0) model_cfg_.dropout = objective_->default_dropout();
     if (model_cfg_.condition == "auto")
-      model_cfg_.condition =
-          umd && (model_cfg_.decoder_dim == 0 || model_cfg_.decoder_dim == model_cfg_.dim) ? "shared" : "separate";
+      model_cfg_.condition = objective_->shared_condition() &&
+                                     (model_cfg_.decoder_dim == 0 || model_cfg_.decoder_dim == model_cfg_.dim)
+                                 ? "shared"
+                                 : "separate";
     model_cfg_.timesteps = objective_->settings().steps;
     model_cfg_.resolve();
     sample_posterior_ = objective_->tokenizer()->has_posterior() &&

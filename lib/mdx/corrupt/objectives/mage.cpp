@@ -59,6 +59,9 @@ class Mage : public Objective {
   bool discrete() const override { return true; }
   std::string generator() const override { return "maskgit"; }
   double default_ema(bool, int64_t) const override { return 0; }  // MAGE keeps no EMA
+  // BertEmbeddings' learned positions; dropout 0.1 in the embedding and the blocks.
+  bool learned_positions() const override { return true; }
+  double default_dropout() const override { return 0.1; }
   // main_pretrain.py: RandomResizedCrop(scale=(0.2, 1.0)) and RandomHorizontalFlip.
   Augment default_augment(bool) const override {
     Augment a;

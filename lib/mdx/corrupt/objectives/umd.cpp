@@ -49,6 +49,9 @@ class Umd : public Objective {
   bool noises() const override { return true; }
   std::string generator() const override { return "diffusion"; }
   double noisy_mask_ratio() const override { return p_.noisy_mask_ratio; }
+  // small-vision's ae.py: learned pos_embedding / dec_pos_embedding, one conditioning vector.
+  bool learned_positions() const override { return true; }
+  bool shared_condition() const override { return true; }
   // small-vision: config.ema_decay = 1e-4 * batch / 256 with use_labels only, an optax step size
   // (new = step * params + (1 - step) * ema).
   double default_ema(bool labelled, int64_t batch) const override {
