@@ -1,8 +1,11 @@
 """Shared helpers of the CLI tests: run a built tool, check its error conventions."""
+import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import unittest
 
 # The tests compare against float64 references: float32 unless a test asks for bf16 (auto would
@@ -21,6 +24,12 @@ def read_bytes(path):
 def write_bytes(path, data):
     with open(path, "wb") as f:
         f.write(data)
+
+
+def metrics(path):
+    """The lines of a training tool's metrics log (JSON lines)."""
+    with open(path) as f:
+        return [json.loads(line) for line in f]
 
 
 def tool(name):
@@ -84,6 +93,18 @@ class ToolTest(unittest.TestCase):
         for c in contains:
             self.assertIn(c, r.stderr)
         return r
+
+    def interrupt(self, name, args, log, lines):
+        """Runs tool `name` with `args` until its metrics log `log` holds `lines` lines, then sends
+        SIGTERM: the tool must checkpoint and exit 75. Returns its standard error."""
+        p = subprocess.Popen([tool(name), *map(str, args)], stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and not (os.path.exists(log) and len(metrics(log)) >= lines):
+            time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+        self.assertEqual(p.returncode, 75, err)
+        return err
 
     def assertNoOutput(self, path):
         self.assertFalse(os.path.exists(path), f"{path} was left behind")

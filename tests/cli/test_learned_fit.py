@@ -3,11 +3,9 @@ weights (latents, scale, reconstruction error), the fits lowering their losses, 
 equal to one run (they run on mdx-train's frame), the tokenizer file read by mdx-train, and bad input."""
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 import unittest
 
 import h5py
@@ -15,14 +13,9 @@ import numpy as np
 from scipy.special import erf
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mdxtest import ToolTest, tool  # noqa: E402
+from mdxtest import ToolTest, metrics, tool  # noqa: E402
 
 SMALL = ["--width", "16", "--batch", "32", "--threads", "1", "--log-every", "1"]
-
-
-def metrics(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
 
 
 def free_port():
@@ -169,15 +162,8 @@ class LearnedFit(ToolTest):
                 straight = self.path(f"{name}-a.h5")
                 self.fit(name, straight, *args)
                 out = self.path(f"{name}-b.h5")
-                p = subprocess.Popen([tool(name), self.table, "-o", out, *SMALL, *map(str, args)],
-                                     stderr=subprocess.PIPE, text=True)
                 log = self.path(f"{name}-b.metrics.jsonl")
-                deadline = time.time() + 120
-                while time.time() < deadline and not (os.path.exists(log) and len(metrics(log)) >= 8):
-                    time.sleep(0.05)
-                p.send_signal(signal.SIGTERM)
-                _, err = p.communicate(timeout=120)
-                self.assertEqual(p.returncode, 75, err)
+                self.interrupt(name, [self.table, "-o", out, *SMALL, *args], log, 8)
                 with h5py.File(out, "r") as f:
                     self.assertLess(f.attrs["step"], 30)
                 self.fit(name, out, *args, "--resume")

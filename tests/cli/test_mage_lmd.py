@@ -2,29 +2,21 @@
 resume equal to an uninterrupted run with dropout on, MaskGIT samples per class, embedding), LMD
 (MAE in a VAE's latent under LMD's mask schedule) and latent UMD (linear schedule by default, DDIM
 decoded through the VAE, unclamped), and the errors of mismatched token spaces and samplers."""
-import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 import unittest
 
 import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mdxtest import ToolTest, tool  # noqa: E402
+from mdxtest import ToolTest, metrics, tool  # noqa: E402
 
 TINY = ["--dim", 32, "--depth", 1, "--decoder-depth", 1, "--heads", 2, "--batch", 32, "--threads", 1,
         "--log-every", 1, "--lr", "4e-3"]
 CODES = 32
-
-
-def metrics(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
 
 
 class MageLmd(ToolTest):
@@ -75,14 +67,7 @@ class MageLmd(ToolTest):
         straight = self.path("a.ckpt.h5")
         self.ok("mdx-train", *args, "-o", straight)
         out = self.path("b.ckpt.h5")
-        p = subprocess.Popen([tool("mdx-train"), *map(str, args), "-o", out], stderr=subprocess.PIPE, text=True)
-        log = self.path("b.ckpt.metrics.jsonl")
-        deadline = time.time() + 120
-        while time.time() < deadline and not (os.path.exists(log) and len(metrics(log)) >= 5):
-            time.sleep(0.05)
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=120)
-        self.assertEqual(p.returncode, 75, err)
+        self.interrupt("mdx-train", [*args, "-o", out], self.path("b.ckpt.metrics.jsonl"), 5)
         self.ok("mdx-train", *args, "-o", out, "--resume")
         with h5py.File(straight, "r") as a, h5py.File(out, "r") as b:
             self.assertEqual(b.attrs["step"], 16)

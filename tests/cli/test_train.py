@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mdxtest import FMNIST, ToolTest, tool  # noqa: E402
+from mdxtest import FMNIST, ToolTest, metrics, tool  # noqa: E402
 
 # A model small enough for 2 CPU cores: 64 wide, 2 + 1 blocks, 7x7 tokens of 4x4 pixels.
 SMALL = ["--dim", "64", "--depth", "2", "--decoder-depth", "1", "--heads", "4", "--batch", "32", "--threads", "1"]
@@ -25,11 +25,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def metrics(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
 
 
 class Train(ToolTest):
@@ -87,15 +82,8 @@ class Train(ToolTest):
         r = self.train(straight, *args)
         self.assertEqual("streaming" in r.stderr, bool(extra), r.stderr)
         out = self.path("b.ckpt.h5")
-        p = subprocess.Popen([tool("mdx-train"), self.table, "-o", out, *SMALL, *map(str, args)],
-                             stderr=subprocess.PIPE, text=True)
         log = self.path("b.ckpt.metrics.jsonl")
-        deadline = time.time() + 120
-        while time.time() < deadline and not (os.path.exists(log) and len(metrics(log)) >= 3):
-            time.sleep(0.05)
-        p.send_signal(signal.SIGTERM)
-        _, err = p.communicate(timeout=120)
-        self.assertEqual(p.returncode, 75, err)
+        err = self.interrupt("mdx-train", [self.table, "-o", out, *SMALL, *args], log, 3)
         self.assertIn("continue with --resume", err)
         with h5py.File(out, "r") as f:
             stopped = f.attrs["step"]
