@@ -99,10 +99,12 @@ TEST_CASE("MAGE loss: label-smoothed cross-entropy by hand, over the masked code
   other.logits = at::where(c.masked.unsqueeze(-1), out.logits, at::full_like(out.logits, 9.0));
   CHECK(o->loss(c, codes, other, {}).total.item<double>() == doctest::Approx(loss.total.item<double>()));
   // Two halves of the batch sum to the whole (data parallelism divides by the global count).
-  double halves = o->loss(c, codes.slice(0, 0, 2), ModelOutput{{}, {}, out.logits.slice(0, 0, 2)}, {0, 2})
-                      .total.item<double>() +
-                  o->loss(c, codes.slice(0, 2), ModelOutput{{}, {}, out.logits.slice(0, 2)}, {2, 4})
-                      .total.item<double>();
+  auto part = [&](int64_t begin, int64_t end) {
+    ModelOutput rows;
+    rows.logits = out.logits.slice(0, begin, end);
+    return o->loss(c, codes.slice(0, begin, end), rows, {begin, end}).total.item<double>();
+  };
+  double halves = part(0, 2) + part(2, 4);
   CHECK(halves == doctest::Approx(loss.total.item<double>()).epsilon(1e-5));
 }
 
@@ -138,7 +140,9 @@ TEST_CASE("code model: logits over K codes; a masked-but-kept code reaches neith
     CHECK(rows.sub(rows[0]).abs().max().item<float>() == 0.0f);
     CHECK_FALSE(out.decoder_tokens[r].index({~d.masked[r]})[0].allclose(rows[0]));
   }
-  CHECK_THROWS_AS(m->forward(ModelInput{codes + K, in.time_index}), Error);  // a code outside [0, K)
+  ModelInput outside = in;
+  outside.tokens = codes + K;
+  CHECK_THROWS_AS(m->forward(outside), Error);  // a code outside [0, K)
   // The encoder's representation of clean codes.
   CHECK(m->encode(codes, in.time_index).sizes() == at::IntArrayRef({2, 4 + 16, 32}));
 }

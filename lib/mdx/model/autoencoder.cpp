@@ -143,7 +143,7 @@ MaskedDiffusionAutoencoderImpl::MaskedDiffusionAutoencoderImpl(const ModelConfig
 }
 
 at::Tensor MaskedDiffusionAutoencoderImpl::embed(const at::Tensor& tokens, const at::Tensor& masked) {
-  const bool any_masked = masked.defined() && masked.any().item<bool>();
+  const bool any_masked = masked.defined();
   if (!config_.discrete()) {
     at::Tensor x = patch_embed(tokens) + positions;
     // MAGE's mask policy: masked tokens that are not dropped reach the encoder as the mask token.
@@ -194,8 +194,10 @@ ModelOutput MaskedDiffusionAutoencoderImpl::forward(const ModelInput& in) {
   const int64_t C = config_.cls_tokens;
   at::Tensor dropped = in.dropped.defined() ? in.dropped : at::zeros({B, L}, in.tokens.options().dtype(at::kBool));
   at::Tensor masked = in.masked.defined() ? in.masked : dropped;
+  // Masked tokens the encoder sees (as the mask token): MAGE's masked-but-kept ones; asked once.
   at::Tensor token_only = masked & ~dropped;
-  at::Tensor x = embed(in.tokens, token_only);
+  const bool any_token_only = token_only.any().item<bool>();
+  at::Tensor x = embed(in.tokens, any_token_only ? token_only : at::Tensor());
   at::Tensor c_enc = condition(in.time_index, in.labels, false);
 
   // Rows keep different numbers of tokens (UMD's two steps): encode each group of equal count.
@@ -237,7 +239,7 @@ ModelOutput MaskedDiffusionAutoencoderImpl::forward(const ModelInput& in) {
   // (codes) the buffer token as MAGE's pad_with_cls_token.
   if (config_.discrete())
     full = at::where(masked.unsqueeze(-1), prefix.unsqueeze(1).to(full.scalar_type()), full);
-  else if (token_only.any().item<bool>())
+  else if (any_token_only)
     full = at::where(masked.unsqueeze(-1), mask_token.to(full.scalar_type()), full);
   at::Tensor c_dec = config_.shared_condition() ? c_enc : condition(in.time_index, in.labels, true);
   at::Tensor h = at::cat({prefix.unsqueeze(1).to(full.scalar_type()), full + decoder_positions}, 1);

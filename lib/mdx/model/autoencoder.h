@@ -71,7 +71,8 @@ class MaskedDiffusionAutoencoderImpl : public torch::nn::Module {
   at::Tensor condition(const at::Tensor& time_index, const at::Tensor& labels, bool decoder);
   // Encoder over rows that all keep the same `keep` [G, K] token indices; returns [G, C + K, dim].
   at::Tensor run_encoder(const at::Tensor& x, const at::Tensor& keep, const at::Tensor& c);
-  // The encoder's input [B, L, dim] with positions: `masked` tokens (not dropped) as the mask token.
+  // The encoder's input [B, L, dim] with positions: `masked` tokens (not dropped; undefined when
+  // none) as the mask token.
   at::Tensor embed(const at::Tensor& tokens, const at::Tensor& masked);
   // The discrete space's MLM head: decoder outputs [B, L, Wd] -> logits [B, L, K].
   at::Tensor code_logits(const at::Tensor& h);
