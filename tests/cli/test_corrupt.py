@@ -2,6 +2,7 @@
 the PNG grid and its text chunks; determinism; bad inputs."""
 import math
 import os
+import re
 import sys
 import unittest
 
@@ -158,9 +159,10 @@ class Corrupt(ToolTest):
 
     def test_png_grid_metadata_and_determinism(self):
         a, b, c = self.path("a.png"), self.path("b.png"), self.path("c.png")
-        self.ok("mdx-corrupt", self.table, "--objective", "umd", "--count", 3, "--seed", 5, "-o", a)
-        self.ok("mdx-corrupt", self.table, "--objective", "umd", "--count", 3, "--seed", 5, "-o", b)
-        self.ok("mdx-corrupt", self.table, "--objective", "umd", "--count", 3, "--seed", 6, "-o", c)
+        bare = ("--no-labels",)
+        self.ok("mdx-corrupt", self.table, "--objective", "umd", "--count", 3, "--seed", 5, *bare, "-o", a)
+        self.ok("mdx-corrupt", self.table, "--objective", "umd", "--count", 3, "--seed", 5, *bare, "-o", b)
+        self.ok("mdx-corrupt", self.table, "--objective", "umd", "--count", 3, "--seed", 6, *bare, "-o", c)
         ia, ib, ic = Image.open(a), Image.open(b), Image.open(c)
         for key in ("mdx_tool", "mdx_command", "mdx_seed", "mdx_columns", "mdx_objective", "mdx_schedule",
                     "history"):
@@ -180,6 +182,25 @@ class Corrupt(ToolTest):
         self.assertAlmostEqual(blue, 37 / 49, delta=0.01)
         clean = px[2:86:3, 2:86:3, 0]
         np.testing.assert_array_equal(clean, self.images[0, :, :, 0])
+        self.assertEqual(ia.text["mdx_cells"], "3 x 7 cells of 84 x 84 px, first at (2, 2), pitch (86, 86)")
+        # Labelled (the default): bands above and left of the same cells, with ink in them; the
+        # cells lie where mdx_cells says, bit for bit those of the bare grid.
+        lab = self.path("labelled.png")
+        self.ok("mdx-corrupt", self.table, "--objective", "umd", "--count", 3, "--seed", 5, "-o", lab)
+        il = Image.open(lab)
+        m = re.fullmatch(r"3 x 7 cells of 84 x 84 px, first at \((\d+), (\d+)\), pitch \(86, 86\)",
+                         il.text["mdx_cells"])
+        self.assertIsNotNone(m, il.text["mdx_cells"])
+        x, y = int(m.group(1)), int(m.group(2))
+        self.assertGreater(x, 2)
+        self.assertGreater(y, 2)
+        pl = np.asarray(il)
+        self.assertEqual(pl.shape, (y + 3 * 86, x + 7 * 86, 3))
+        np.testing.assert_array_equal(pl[y - 2:, x - 2:], px)
+        for k in range(7):  # every column's label
+            self.assertTrue((pl[:y - 2, x + 86 * k:x + 86 * k + 84] < 128).any(), k)
+        for r in range(3):  # every row's label
+            self.assertTrue((pl[y + 86 * r:y + 86 * r + 84, :x - 2] < 128).any(), r)
 
     def test_image_file_input(self):
         for i in range(2):

@@ -2,6 +2,7 @@
 batch and shard, guidance, provenance; bad inputs. (The samplers' mathematics is unit-tested against
 exact denoisers in tests/unit/test_sample.cpp.)"""
 import os
+import re
 import sys
 import unittest
 
@@ -82,8 +83,17 @@ class Sample(ToolTest):
         self.assertEqual(img.text["mdx_sampler"], "ddim")
         self.assertEqual(img.text["mdx_rows"], "T-shirt/top; Ankle boot")
         self.assertEqual(img.text["mdx_tool"], "mdx-sample")
-        self.assertGreater(img.height, img.width / 3 * 2 * 0.9)  # 2 rows of 3 square cells
-        self.assertLess(img.height, img.width)
+        # 2 rows of 3 square cells, the class names drawn in a band left of them.
+        m = re.fullmatch(r"2 x 3 cells of (\d+) x \1 px, first at \((\d+), 2\), pitch \((\d+), \3\)",
+                         img.text["mdx_cells"])
+        self.assertIsNotNone(m, img.text["mdx_cells"])
+        cell, x, pitch = int(m.group(1)), int(m.group(2)), int(m.group(3))
+        self.assertEqual(img.size, (x + 3 * pitch, 2 + 2 * pitch))
+        px = np.asarray(img.convert("L"))
+        for r in range(2):
+            self.assertTrue((px[2 + r * pitch:2 + r * pitch + cell, :x - 2] < 128).any(), r)
+        self.assertGreater(x, 6 * len("T-shirt/top") - 1)  # the widest name fits beside the cells
+        self.assertTrue(img.text["mdx_cells"].startswith("2 x 3 cells of 84 x 84 px"))
 
     def test_unconditional_model(self):
         images, labels, attrs, _ = self.sample("--count", 5, ckpt=self.uncond)

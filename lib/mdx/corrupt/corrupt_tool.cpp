@@ -41,6 +41,9 @@ void CorruptOptions::add_to(CLI::App& app) {
   app.add_option("--first", first, "index of the first image in the table")->capture_default_str();
   app.add_option("--zoom", zoom, "pixel repetition in the PNG (0: cells of at least 64 px)")->capture_default_str();
   app.add_flag("--no-original", no_original, "leave out the clean image column");
+  app.add_flag("--no-labels", no_labels,
+               "PNG: draw no labels (the column's timestep or mask ratio above it, the row's index and class "
+               "name beside it)");
   augment.add_to(app);
 }
 
@@ -108,9 +111,9 @@ std::vector<Column> columns_for(const CorruptOptions& opt, const Objective& obje
   return cols;
 }
 
-// The rows to show, as uint8 [R,H,W,C], and their labels (or -1).
+// The rows to show, as uint8 [R,H,W,C], their labels (or -1) and the table's class names.
 at::Tensor load_rows(const CorruptOptions& opt, Provenance& prov, std::vector<int64_t>& index,
-                     std::vector<int64_t>& labels) {
+                     std::vector<int64_t>& labels, std::vector<std::string>& names) {
   bool files = is_image_file(opt.inputs[0]);
   for (const auto& in : opt.inputs)
     if (is_image_file(in) != files) throw UsageError("give either image files or HDF5 tables, not both");
@@ -145,6 +148,7 @@ at::Tensor load_rows(const CorruptOptions& opt, Provenance& prov, std::vector<in
   labels.assign(n, -1);
   table.read(opt.first, n, images.data_ptr<uint8_t>(), table.has_labels() ? labels.data() : nullptr);
   for (int64_t i = 0; i < n; ++i) index.push_back(opt.first + i);
+  names = table.label_names();
   return images;
 }
 
@@ -164,7 +168,8 @@ void corrupt(const CorruptOptions& opt, Provenance& prov) {
   at::Generator gen = compat::cpu_generator(prov.seed);
 
   std::vector<int64_t> index, labels;
-  at::Tensor images = load_rows(opt, prov, index, labels);
+  std::vector<std::string> names;
+  at::Tensor images = load_rows(opt, prov, index, labels, names);
   if (!tokenizer.empty()) prov.add_input(tokenizer);
   const int64_t R = images.size(0), H = images.size(1), W = images.size(2), C = images.size(3);
   // The rows as mdx-train's augmentation would give them (row i drawn as row i of step 0).
@@ -210,7 +215,17 @@ void corrupt(const CorruptOptions& opt, Provenance& prov) {
       tok.describe());
 
   if (lowercase_extension(opt.output) == ".png") {
-    Grid grid = render_grid(u8, mk, dr, patch, opt.zoom);
+    GridLabels drawn;
+    if (!opt.no_labels) {
+      for (const auto& c : cols) drawn.columns.push_back(c.label);
+      for (int64_t i = 0; i < R; ++i) {
+        const int64_t y = labels[static_cast<size_t>(i)];
+        const bool named = y >= 0 && y < static_cast<int64_t>(names.size());
+        drawn.rows.push_back(fmt::format("#{}", index[static_cast<size_t>(i)]) +
+                             (named ? " " + names[static_cast<size_t>(y)] : y >= 0 ? fmt::format(" class {}", y) : ""));
+      }
+    }
+    Grid grid = render_grid(u8, mk, dr, patch, opt.zoom, drawn);
     auto text = prov.fields();
     text.insert(text.begin(), {"Software", std::string("mdx-corrupt ") + version()});
     text.push_back({"mdx_objective", objective->name()});
@@ -220,6 +235,7 @@ void corrupt(const CorruptOptions& opt, Provenance& prov) {
     text.push_back({"mdx_augment", augment.describe()});
     text.push_back({"mdx_columns", col_text});
     text.push_back({"mdx_rows", fmt::format("{}", fmt::join(index, ","))});
+    for (const auto& kv : grid_layout_text(grid)) text.push_back(kv);
     text.push_back({"mdx_legend", "blue: masked and dropped from the encoder; orange: masked, given to the encoder "
                                   "as the mask token (MAGE)"});
     write_png(out.temp_path(), grid.pixels.data(), grid.height, grid.width, 3, text);

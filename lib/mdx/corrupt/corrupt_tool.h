@@ -28,6 +28,7 @@ struct CorruptOptions {
   int64_t first = 0;                 // first image of the table
   int64_t zoom = 0;                  // pixel repetition in the PNG (0: cells of at least 64 px)
   bool no_original = false;
+  bool no_labels = false;            // PNG: no column / row labels drawn in the image
   AugmentOptions augment{"none", ""};  // what mdx-train's --augment would feed (default: none)
 
   void add_to(CLI::App& app);

@@ -169,13 +169,17 @@ void sample(const SampleOptions& opt, Provenance& prov) {
     h5::close_output(file, opt.output);
   }
   if (grid_out) {
-    Grid grid = render_grid(cells, at::Tensor(), at::Tensor(), geometry.cell_h(), 0);
-    auto text = prov.fields();
-    for (const auto& [k, v] : params) text.push_back({"mdx_" + k, v});
     std::vector<std::string> row_names;
     for (int64_t k : classes)
-      row_names.push_back(static_cast<size_t>(k) < names.size() ? names[static_cast<size_t>(k)] : std::to_string(k));
+      row_names.push_back(static_cast<size_t>(k) < names.size() ? names[static_cast<size_t>(k)]
+                                                                 : fmt::format("class {}", k));
+    GridLabels drawn;
+    if (conditional) drawn.rows = row_names;  // the class each row asked for, beside it
+    Grid grid = render_grid(cells, at::Tensor(), at::Tensor(), geometry.cell_h(), 0, drawn);
+    auto text = prov.fields();
+    for (const auto& [k, v] : params) text.push_back({"mdx_" + k, v});
     text.push_back({"mdx_rows", conditional ? fmt::format("{}", fmt::join(row_names, "; ")) : "unconditional"});
+    for (const auto& kv : grid_layout_text(grid)) text.push_back(kv);
     write_png(grid_out->temp_path(), grid.pixels.data(), grid.height, grid.width, 3, text);
   }
   if (table_out) {

@@ -157,7 +157,9 @@ class CoderLearner : public Learner {
     auto tok = tokenizer(false);
     std::vector<at::Tensor> cols = {images};
     for (const at::Tensor& c : preview_columns(*tok, images, columns)) cols.push_back(c);
-    return render_grid(at::stack(cols, 1), at::Tensor(), at::Tensor(), geometry_.cell_h(), 0);
+    GridLabels drawn{{"clean"}, {}};
+    for (const auto& c : preview_labels()) drawn.columns.push_back(c);
+    return render_grid(at::stack(cols, 1), at::Tensor(), at::Tensor(), geometry_.cell_h(), 0, drawn);
   }
 
   void save_into(CheckpointState& s) const override { s.tokenizer = tokenizer(true); }
@@ -171,6 +173,8 @@ class CoderLearner : public Learner {
   virtual std::shared_ptr<const Tokenizer> tokenizer(bool for_file) const = 0;
   virtual std::vector<at::Tensor> preview_columns(const Tokenizer& tok, const at::Tensor& images,
                                                   std::string& columns) const = 0;
+  // The same columns' labels as drawn in the preview (short).
+  virtual std::vector<std::string> preview_labels() const = 0;
 
   // Rows `rows` of the batch as the network's input, on the device.
   at::Tensor input(const at::Tensor& images, RowRange rows) const {
@@ -260,6 +264,7 @@ class VaeLearner : public CoderLearner {
     columns = "clean; reconstruction from the posterior mean; reconstruction from a posterior draw";
     return {to_uint8(vae.decode(mean, geometry_)), to_uint8(vae.decode(draw, geometry_))};
   }
+  std::vector<std::string> preview_labels() const override { return {"from mean", "from a draw"}; }
 
  private:
   double beta_;
@@ -396,6 +401,7 @@ class VqLearner : public CoderLearner {
     columns = "clean; reconstruction from the codes";
     return {to_uint8(tok.decode(tok.encode(images), geometry_))};
   }
+  std::vector<std::string> preview_labels() const override { return {"from codes"}; }
 
  private:
   // k-means on the first batch's encoder outputs (every row: every process computes the same).

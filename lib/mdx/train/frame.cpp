@@ -362,6 +362,7 @@ class Frame {
     auto text = prov_.fields();
     text.push_back({"mdx_step", std::to_string(step_)});
     text.push_back({"mdx_columns", columns});
+    for (const auto& kv : grid_layout_text(grid)) text.push_back(kv);
     const std::string path = beside(run_.output, ".preview.png");
     AtomicOutput out_png(path, run_.inputs);
     write_png(out_png.temp_path(), grid.pixels.data(), grid.height, grid.width, 3, text);

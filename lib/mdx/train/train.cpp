@@ -159,7 +159,8 @@ class DiffusionLearner : public Learner {
     at::Tensor drops = at::stack({none, b.corrupted.dropped, none, none}, 1);
     columns = "clean; corrupted input (masked patches coloured); x0 prediction; "
               "prediction pasted into the masked patches";
-    return render_grid(at::stack(cells, 1), at::stack(marks, 1), drops, geometry.cell_h(), 0);
+    return render_grid(at::stack(cells, 1), at::stack(marks, 1), drops, geometry.cell_h(), 0,
+                       {{"clean", "input", "x0 predicted", "pasted"}, {}});
   }
 
   // The model's and the objective's configuration (the frame adds the optimizer's).
