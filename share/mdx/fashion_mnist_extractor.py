@@ -16,15 +16,19 @@ with published FIDs; the extractor's SHA-256 in mdx-fid's report says which one 
 train.h5 and test.h5 are mdx-tokenize tables of the two splits (with labels). The run is seeded
 (--seed) and single-threaded.
 
-With --classify, the same classifier also names the class of every image of the tables given
-(mdx-sample's outputs, whose labels are the classes asked for) and prints one JSON line per table:
-the share recognized as its label ("class_accuracy"), the count, and the classifier's own test
-accuracy beside it:
+The saved module also holds the classifier's head (its method `logits`) and its test accuracy,
+so that the same network names the class of generated images. With --classify it names the class
+of every image of the tables given (mdx-sample's outputs, whose labels are the classes asked for)
+and prints one JSON line per table: the share recognized as its label ("class_accuracy"), the
+count, and the classifier's own test accuracy beside it; --model reads a saved module instead of
+training one:
 
     /usr/bin/python3 share/mdx/fashion_mnist_extractor.py train.h5 test.h5 --classify samples/*.h5
+    /usr/bin/python3 share/mdx/fashion_mnist_extractor.py --model fmnist-features.pt --classify samples/*.h5
 """
 import argparse
 import hashlib
+import json
 import os
 import sys
 
@@ -47,14 +51,20 @@ class Classifier(torch.nn.Module):
 
 
 class Extractor(torch.nn.Module):
-    """mdx-fid's input [B, 3, 28, 28] in [-1, 1] -> the classifier's 128 hidden features."""
+    """mdx-fid's input [B, 3, 28, 28] in [-1, 1] -> the classifier's 128 hidden features; `logits`:
+    the same input -> the 10 class scores."""
 
-    def __init__(self, features):
+    def __init__(self, classifier):
         super().__init__()
-        self.features = features
+        self.features = classifier.features
+        self.head = classifier.head
 
     def forward(self, x):
         return self.features(x.mean(dim=1, keepdim=True))
+
+    @torch.jit.export
+    def logits(self, x):
+        return self.head(self.forward(x))
 
 
 def load(path):
@@ -72,20 +82,9 @@ def load(path):
     return x, torch.from_numpy(labels)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("train")
-    ap.add_argument("test")
-    ap.add_argument("-o", "--output", help="the TorchScript extractor to write")
-    ap.add_argument("--classify", nargs="+", default=[], metavar="TABLE",
-                    help="image tables with labels whose images the classifier names (one JSON line each)")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    if not args.output and not args.classify:
-        ap.error("give -o and/or --classify")
+def train(args):
+    """The classifier, trained on args.train; returns it and its top-1 on args.test."""
     torch.manual_seed(args.seed)
-    torch.set_num_threads(1)
     x, y = load(args.train)
     xt, yt = load(args.test)
     model = Classifier(int(y.max()) + 1)
@@ -105,18 +104,54 @@ def main():
                           for i in range(0, len(xt), 1000))
         print(f"fashion_mnist_extractor.py: epoch {epoch + 1}: test top-1 {100 * correct / len(xt):.2f} %",
               file=sys.stderr)
-    import json
+    return model, correct / len(xt)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("train", nargs="?", help="training table (with labels); not with --model")
+    ap.add_argument("test", nargs="?", help="test table (with labels); not with --model")
+    ap.add_argument("-o", "--output", help="the TorchScript extractor to write")
+    ap.add_argument("--model", help="a module this script saved: classify with it instead of training one")
+    ap.add_argument("--classify", nargs="+", default=[], metavar="TABLE",
+                    help="image tables with labels whose images the classifier names (one JSON line each)")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if args.model:
+        if args.train or args.test or args.output:
+            ap.error("--model reads a trained classifier: give no tables to train on and no -o")
+        if not args.classify:
+            ap.error("--model needs --classify")
+    elif not (args.train and args.test):
+        ap.error("give the training and test tables (or --model)")
+    elif not args.output and not args.classify:
+        ap.error("give -o and/or --classify")
+    torch.set_num_threads(1)
+    if args.model:
+        extra = {"classifier.json": ""}
+        try:
+            module = torch.jit.load(args.model, _extra_files=extra)
+            meta = json.loads(extra["classifier.json"])
+        except (RuntimeError, ValueError) as e:
+            sys.exit(f"fashion_mnist_extractor.py: error: '{args.model}' is not a classifier this script saved: "
+                     f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        scores = module.logits
+    else:
+        model, top1 = train(args)
+        module = torch.jit.script(Extractor(model).eval())
+        meta = {"classifier_test_top1": top1, "seed": args.seed, "epochs": args.epochs}
+        scores = module.logits
     for path in args.classify:
         xs, ys = load(path)
         with torch.no_grad():
-            hits = sum((model(xs[i:i + 1000]).argmax(1) == ys[i:i + 1000]).sum().item() for i in range(0, len(xs), 1000))
-        print(json.dumps({"table": path, "count": len(xs), "class_accuracy": hits / max(len(xs), 1),
-                          "classifier_test_top1": correct / len(xt), "seed": args.seed, "epochs": args.epochs}))
+            hits = sum((scores(xs[i:i + 1000].expand(-1, 3, -1, -1)).argmax(1) == ys[i:i + 1000]).sum().item()
+                       for i in range(0, len(xs), 1000))
+        print(json.dumps({"table": path, "count": len(xs), "class_accuracy": hits / max(len(xs), 1), **meta}))
     if not args.output:
         return
-    extractor = torch.jit.trace(Extractor(model.features).eval(), torch.zeros(2, 3, 28, 28))
     tmp = args.output + ".tmp"
-    torch.jit.save(extractor, tmp)
+    torch.jit.save(module, tmp, _extra_files={"classifier.json": json.dumps(meta)})
     os.replace(tmp, args.output)
     with open(args.output, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()

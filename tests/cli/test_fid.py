@@ -256,6 +256,22 @@ class Fid(ToolTest):
         feats = toy_features(lambda x: [module(x)], h5py.File(test, "r")["images"][:], 28)
         with h5py.File(stats, "r") as f:
             np.testing.assert_allclose(f["mu"][:], feats.mean(0), rtol=1e-5, atol=1e-6)
+        # The saved module classifies too: on the test table it scores what training reported, and
+        # its share agrees with the module's logits computed here.
+        r = run_python(script, "--model", pt, "--classify", test)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        line = json.loads(r.stdout)
+        self.assertEqual(line["class_accuracy"], line["classifier_test_top1"])
+        with h5py.File(test, "r") as f:
+            x = torch.from_numpy(f["images"][:]).permute(0, 3, 1, 2).float().div(127.5).sub(1).expand(-1, 3, -1, -1)
+            ours = (module.logits(x).argmax(1).numpy() == f["labels"][:]).mean()
+        self.assertAlmostEqual(line["class_accuracy"], ours, places=12)
+        self.assertEqual(line["count"], 300)
+        r = run_python(script, "--model", self.path("missing.pt"), "--classify", test)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("missing.pt", r.stderr)
+        r = run_python(script, "--model", pt, train, "--classify", test)
+        self.assertEqual(r.returncode, 2)
         r = run_python(script, self.test, test, "-o", self.path("x.pt"))
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("not an image table with labels", r.stderr)
