@@ -10,7 +10,8 @@ CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 DEB_PACKAGES = g++ make cmake pkg-config zlib1g-dev libssl-dev \
   libtorch-dev libopenblas0-pthread libgloo-dev libhdf5-dev libopencv-dev libpng-dev \
   libcli11-dev libfmt-dev libssl-dev doctest-dev dataset-fashion-mnist hdf5-tools groff-base \
-  python3-h5py python3-numpy python3-scipy python3-sklearn python3-pil python3-torch
+  python3-h5py python3-numpy python3-scipy python3-sklearn python3-pil python3-torch \
+  python3-matplotlib
 
 .PHONY: all deps build test demo bench install clean
 

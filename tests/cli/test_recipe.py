@@ -75,9 +75,9 @@ class Recipe(ToolTest):
         os.makedirs(os.path.join(d, "probe"))
         os.makedirs(os.path.join(d, "fid"))
         os.makedirs(os.path.join(d, "samples"))
-        for o, loss in (("umd", 0.5), ("dit", 0.8)):
+        for o, loss, steps in (("umd", 0.5, 3), ("dit", 0.8, 2)):
             with open(os.path.join(d, f"{o}.ckpt.metrics.jsonl"), "w") as f:
-                for s in range(1, 4):
+                for s in range(1, steps + 1):
                     f.write(json.dumps({"step": s, "loss": loss / s, "images_per_s": 100.0 * s}) + "\n")
             with open(os.path.join(d, "gen", f"{o}.ckpt.metrics.jsonl"), "w") as f:
                 f.write(json.dumps({"step": 2, "loss": 0.3, "images_per_s": 50.0}) + "\n")
@@ -85,17 +85,28 @@ class Recipe(ToolTest):
             dump(12, d, "samples", f"{o}.seconds")
             dump({"top1": 0.8123}, d, "probe", f"{o}.json")
             dump({"fid": 3.25, "inputs": [{"count": 120}, {"count": 2000}]}, d, "fid", f"{o}.json")
+            with open(os.path.join(d, "fid", f"{o}.class.json"), "w") as f:  # the classifier's JSON line
+                f.write(json.dumps({"table": "x.h5", "count": 120, "class_accuracy": 0.75 if o == "umd" else 0.5,
+                                    "classifier_test_top1": 0.9}) + "\n")
         dump({"top1": 0.84}, d, "probe", "pixels.json")
+        dump({"fid": 1.5}, d, "fid", "data.json")
         r = sh("/usr/bin/python3", os.path.join(SOURCE, "share", "mdx", "recipes", "report.py"), d)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertIn("| umd | 3 | 0.5000 | 0.1667 | 200 | 12 | 81.23 |", r.stdout)
+        self.assertIn("| umd | main | 3 | 0.5000 | 0.1667 | 200 | 12 | 81.23 |", r.stdout)
+        self.assertIn("| 3.25 | 75.0 |", r.stdout)
+        self.assertIn("| dit | smaller scale | 2 |", r.stdout)  # fewer pre-training steps than umd
+        self.assertIn("| 3.25 | 50.0 |", r.stdout)
+        self.assertIn("90.00 % on the test images", r.stdout)
         self.assertIn("| raw pixels |", r.stdout)
+        self.assertIn("| training images |", r.stdout)
         with open(os.path.join(d, "results.json")) as f:
             res = json.load(f)
         self.assertEqual([o["objective"] for o in res["objectives"]], ["umd", "dit"])
         self.assertEqual(res["objectives"][1]["fid"], 3.25)
         self.assertEqual(res["objectives"][1]["samples_per_s"], 10.0)  # 120 samples in 12 s
-        self.assertTrue(os.path.getsize(os.path.join(d, "loss-curves.png")) > 1000)
+        self.assertEqual(res["objectives"][0]["class_accuracy"], 0.75)
+        for png in ("loss-curves.png", "compute.png"):
+            self.assertTrue(os.path.getsize(os.path.join(d, png)) > 1000)
 
 
 if __name__ == "__main__":

@@ -1,29 +1,36 @@
-"""The Fashion-MNIST recipe's report: one table (Markdown and JSON) of what each objective cost and
-what it gave, and its loss curves as a PNG.
+"""The Fashion-MNIST recipe's report: one table (Markdown and JSON) of what each row cost and what
+it gave, its loss curves, and its results against its training time, drawn with matplotlib.
 
     /usr/bin/python3 share/mdx/recipes/report.py DIR
 
-Reads DIR/<objective>.ckpt.metrics.jsonl, gen/<objective>.ckpt.metrics.jsonl, *.seconds,
-probe/*.json and fid/*.json, whichever exist; writes DIR/results.md, DIR/results.json and
-DIR/loss-curves.png, and prints the Markdown table.
+Reads DIR/<row>.ckpt.metrics.jsonl, gen/<row>.ckpt.metrics.jsonl, *.seconds, probe/*.json,
+fid/*.json and fid/*.class.json, whichever exist; writes DIR/results.md, DIR/results.json,
+DIR/loss-curves.png and DIR/compute.png, and prints the Markdown table. Rows trained for fewer
+pre-training steps than the longest are marked "smaller scale".
 """
 import json
-import math
 import os
 import sys
 
-from PIL import Image, ImageDraw
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 OBJECTIVES = ("umd", "mae", "ldae", "dit", "mage", "lmd", "latent-umd")
-COLOURS = {"umd": (214, 39, 40), "mae": (31, 119, 180), "ldae": (44, 160, 44), "dit": (148, 103, 189),
-           "mage": (255, 127, 14), "lmd": (23, 190, 207), "latent-umd": (140, 86, 75)}
+COLOURS = {"umd": "#d62728", "mae": "#1f77b4", "ldae": "#2ca02c", "dit": "#9467bd", "mage": "#ff7f0e",
+           "lmd": "#17becf", "latent-umd": "#8c564b"}
 
 
 def load_json(path):
     if not os.path.exists(path):
         return None
     with open(path) as f:
-        return json.load(f)
+        text = f.read().strip()
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:  # a JSON line per table (the classifier's): the last one
+        return json.loads(text.splitlines()[-1])
 
 
 def metrics(path):
@@ -46,6 +53,7 @@ def row(d, objective):
     gen = metrics(os.path.join(d, "gen", f"{objective}.ckpt.metrics.jsonl"))
     probe = load_json(os.path.join(d, "probe", f"{objective}.json"))
     fid = load_json(os.path.join(d, "fid", f"{objective}.json"))
+    classified = load_json(os.path.join(d, "fid", f"{objective}.class.json"))
     sample_s = seconds(os.path.join(d, "samples", f"{objective}.seconds"))
     samples = fid["inputs"][0]["count"] if fid and fid.get("inputs") else None  # mdx-fid's report
     tail = pre[-5:]
@@ -62,46 +70,73 @@ def row(d, objective):
         "fid": fid.get("fid") if fid else None,
         "sample_seconds": sample_s,
         "samples_per_s": round(samples / sample_s, 1) if samples and sample_s else None,
+        "class_accuracy": classified.get("class_accuracy") if classified else None,
+        "classifier_test_top1": classified.get("classifier_test_top1") if classified else None,
     }
 
 
-def plot(d, curves, path):
-    """Loss / first loss against the step, one panel per stage, log scale (losses of different
-    objectives are different quantities: each is drawn relative to its own start)."""
-    W, H, pad = 520, 340, 48
-    img = Image.new("RGB", (2 * W, H), "white")
-    draw = ImageDraw.Draw(img)
-    for panel, (title, series) in enumerate(curves):
-        x0 = panel * W
-        draw.text((x0 + pad, 10), title, fill="black")
-        pts = [(m["step"], m["loss"] / s[0]["loss"]) for s in series.values() if s for m in s if m["loss"] > 0]
-        if not pts:
-            continue
-        smax = max(p[0] for p in pts)
-        lo = min(p[1] for p in pts)
-        lo_log, hi_log = math.log10(min(lo, 0.9)), math.log10(max(max(p[1] for p in pts), 1.0))
-        sx = lambda s: x0 + pad + (W - 2 * pad) * s / max(smax, 1)  # noqa: E731
-        sy = lambda v: H - pad - (H - 2 * pad) * (math.log10(v) - lo_log) / (hi_log - lo_log)  # noqa: E731
-        draw.rectangle([x0 + pad, pad, x0 + W - pad, H - pad], outline="black")
-        for k in range(int(math.floor(lo_log)), int(math.ceil(hi_log)) + 1):
-            for m in (1, 2, 5):
-                v = m * 10.0 ** k
-                if 10 ** lo_log <= v <= 10 ** hi_log:
-                    draw.line([x0 + pad - 4, sy(v), x0 + pad, sy(v)], fill="black")
-                    draw.text((x0 + 4, sy(v) - 6), f"{v:g}", fill="black")
-        draw.text((x0 + W - pad - 60, H - pad + 8), f"step {smax}", fill="black")
-        draw.text((x0 + pad, H - pad + 8), "loss / first loss (log)", fill="black")
-        for i, (name, s) in enumerate(series.items()):
-            line = [(sx(m["step"]), sy(m["loss"] / s[0]["loss"])) for m in s if m["loss"] > 0]
-            if len(line) > 1:
-                draw.line(line, fill=COLOURS[name], width=2)
-            draw.text((x0 + W - pad - 50, pad + 6 + 14 * i), name, fill=COLOURS[name])
-    img.save(path)
+def plot_losses(d, rows, path):
+    """Loss / first loss against the step, one panel per stage, log scale (the objectives' losses
+    are different quantities: each is drawn relative to its own start)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for ax, (title, sub) in zip(axes, (("pre-training", ""), ("generation fine-tune", "gen"))):
+        for r in rows:
+            m = [x for x in metrics(os.path.join(d, sub, f"{r['objective']}.ckpt.metrics.jsonl")) if x["loss"] > 0]
+            if m:
+                ax.plot([x["step"] for x in m], [x["loss"] / m[0]["loss"] for x in m], label=r["objective"],
+                        color=COLOURS[r["objective"]], lw=1.5)
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss / first loss")
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_compute(rows, pixels, floor, path):
+    """Probe accuracy, Frechet distance and class accuracy of the samples against the training
+    time of each row (pre-training; pre-training + fine-tune for the samples)."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), constrained_layout=True)
+    panels = (("probe top-1 (%)", "probe_top1", 100, ("pretrain_seconds",)),
+              ("Frechet distance (classifier features)", "fid", 1, ("pretrain_seconds", "finetune_seconds")),
+              ("samples recognized as their class (%)", "class_accuracy", 100, ("pretrain_seconds", "finetune_seconds")))
+    for ax, (label, key, scale, cost) in zip(axes, panels):
+        for r in rows:
+            if r[key] is None or any(r[c] is None for c in cost):
+                continue
+            x = sum(r[c] for c in cost)
+            ax.scatter([x], [scale * r[key]], color=COLOURS[r["objective"]], s=40, zorder=3)
+            ax.annotate(r["objective"], (x, scale * r[key]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        if key == "probe_top1" and pixels:
+            ax.axhline(100 * pixels["top1"], color="grey", ls="--", lw=1, label="raw pixels")
+        if key == "fid":
+            ax.set_yscale("log")
+            if floor:
+                ax.axhline(floor["fid"], color="grey", ls="--", lw=1, label="training images (floor)")
+        if key == "class_accuracy":
+            ax.axhline(10, color="grey", ls=":", lw=1, label="chance")
+            top1 = next((r["classifier_test_top1"] for r in rows if r["classifier_test_top1"]), None)
+            if top1:
+                ax.axhline(100 * top1, color="grey", ls="--", lw=1, label="classifier on test images")
+        ax.set_xscale("log")
+        ax.set_xlabel("training seconds" + (" (pre-train)" if len(cost) == 1 else " (pre-train + fine-tune)"))
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main():
     d = sys.argv[1]
     rows = [row(d, o) for o in OBJECTIVES if os.path.exists(os.path.join(d, f"{o}.ckpt.metrics.jsonl"))]
+    longest = max((r["pretrain_steps"] or 0 for r in rows), default=0)
+    for r in rows:
+        r["scale"] = "main" if (r["pretrain_steps"] or 0) >= longest else "smaller scale"
     pixels = load_json(os.path.join(d, "probe", "pixels.json"))
     floor = load_json(os.path.join(d, "fid", "data.json"))
     extractor = floor.get("extractor") if floor else None
@@ -109,30 +144,33 @@ def main():
               "fid_train_vs_test": floor.get("fid") if floor else None, "fid_extractor": extractor}
     with open(os.path.join(d, "results.json"), "w") as f:
         json.dump(result, f, indent=1)
-    md = ["| objective | pre-train steps | first loss | final loss | images/s | pre-train s | probe top-1 | "
-          "fine-tune steps | fine-tune s | samples/s | FID |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    md = ["| row | scale | pre-train steps | first loss | final loss | images/s | pre-train s | probe top-1 | "
+          "fine-tune steps | fine-tune s | samples/s | FID | samples recognized |",
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        md.append(f"| {r['objective']} | {fmt(r['pretrain_steps'], 'd')} | {fmt(r['first_loss'], '.4f')} | "
-                  f"{fmt(r['final_loss'], '.4f')} | {fmt(r['images_per_s'], '.0f')} | "
+        md.append(f"| {r['objective']} | {r['scale']} | {fmt(r['pretrain_steps'], 'd')} | "
+                  f"{fmt(r['first_loss'], '.4f')} | {fmt(r['final_loss'], '.4f')} | {fmt(r['images_per_s'], '.0f')} | "
                   f"{fmt(r['pretrain_seconds'], 'd')} | {fmt(r['probe_top1'] and 100 * r['probe_top1'], '.2f')} | "
                   f"{fmt(r['finetune_steps'], 'd')} | {fmt(r['finetune_seconds'], 'd')} | "
-                  f"{fmt(r['samples_per_s'], '.1f')} | {fmt(r['fid'], '.3f')} |")
+                  f"{fmt(r['samples_per_s'], '.1f')} | {fmt(r['fid'], '.2f')} | "
+                  f"{fmt(r['class_accuracy'] and 100 * r['class_accuracy'], '.1f')} |")
     if pixels:
-        md.append(f"| raw pixels | | | | | | {100 * pixels['top1']:.2f} | | | | |")
+        md.append(f"| raw pixels | | | | | | | {100 * pixels['top1']:.2f} | | | | | |")
     if floor:
-        md.append(f"| train vs test images | | | | | | | | | | {floor['fid']:.3f} |")
+        md.append(f"| training images | | | | | | | | | | | {floor['fid']:.2f} | |")
     text = "\n".join(md) + "\n"
+    top1 = next((r["classifier_test_top1"] for r in rows if r["classifier_test_top1"]), None)
+    if top1:
+        text += (f"\n\"samples recognized\": the share of a row's samples that the neutral classifier "
+                 f"(share/mdx/fashion_mnist_extractor.py, {100 * top1:.2f} % on the test images) names as the "
+                 f"class they were asked for; chance is 10 %.\n")
     if floor:
         text += f"\nFID extractor: {json.dumps(extractor)}\n"
     with open(os.path.join(d, "results.md"), "w") as f:
         f.write(text)
     print(text, end="")
-    curves = [("pre-training", {r["objective"]: metrics(os.path.join(d, f"{r['objective']}.ckpt.metrics.jsonl"))
-                                for r in rows}),
-              ("generation fine-tune", {r["objective"]: metrics(os.path.join(d, "gen", f"{r['objective']}.ckpt.metrics.jsonl"))
-                                        for r in rows})]
-    plot(d, curves, os.path.join(d, "loss-curves.png"))
+    plot_losses(d, rows, os.path.join(d, "loss-curves.png"))
+    plot_compute(rows, pixels, floor, os.path.join(d, "compute.png"))
     pngs = [os.path.join(root, f) for root, _, files in os.walk(d) for f in files if f.endswith(".png")]
     print("\nPictures:\n" + "\n".join("  " + p for p in sorted(pngs)), file=sys.stderr)
 
