@@ -16,10 +16,12 @@ from mdxtest import ToolTest, run  # noqa: E402
 SMALL = ["--dim", "32", "--depth", "2", "--decoder-depth", "1", "--heads", "2", "--batch", "16", "--threads", "1"]
 
 
-def reference_features(ckpt, images, weights="model"):
+def reference_features(ckpt, images, weights="model", blocks=1):
     """The encoder on clean tokens at time index 0 (null class when conditional), written from the
     architecture's description: patch embedding + positions, CLS tokens, adaLN-Zero blocks,
-    LayerNorm; returns (mean of the CLS outputs, mean of the patch-token outputs)."""
+    LayerNorm; returns (mean of the CLS outputs, mean of the patch-token outputs), or with
+    blocks > 1 a list of such pairs, one per block of the last `blocks`, each through the final
+    LayerNorm (DINO's get_intermediate_layers), the shallowest first."""
     with h5py.File(ckpt, "r") as f:
         cfg = {k: f["config"].attrs[k] for k in f["config"].attrs}
         w = {k: torch.from_numpy(f[weights][k][()]).double() for k in f[weights]}
@@ -40,7 +42,10 @@ def reference_features(ckpt, images, weights="model"):
     if int(cfg["num_classes"]) > 0:
         cond = cond + w["label_table.weight"][int(cfg["num_classes"])]
     dim = h.shape[-1]
-    for i in range(int(cfg["depth"])):
+    depth = int(cfg["depth"])
+    norm = lambda v: F.layer_norm(v, (dim,), w["encoder_norm.weight"], w["encoder_norm.bias"], eps=1e-6)  # noqa: E731
+    layers = []
+    for i in range(depth):
         b = f"encoder.{i}."
         m = lin(F.silu(cond), b + "modulation").chunk(6, 1)
         ln = lambda v: F.layer_norm(v, (dim,), eps=1e-6)  # noqa: E731
@@ -50,8 +55,10 @@ def reference_features(ckpt, images, weights="model"):
         h = h + m[2][:, None] * lin(att.transpose(1, 2).reshape(B, -1, dim), b + "proj")
         a = ln(h) * (1 + m[4][:, None]) + m[3][:, None]
         h = h + m[5][:, None] * lin(F.gelu(lin(a, b + "fc1"), approximate="tanh"), b + "fc2")
-    h = F.layer_norm(h, (dim,), w["encoder_norm.weight"], w["encoder_norm.bias"], eps=1e-6)
-    return h[:, :C].mean(1).numpy(), h[:, C:].mean(1).numpy()
+        if i >= depth - blocks:
+            n = norm(h)
+            layers.append((n[:, :C].mean(1).numpy(), n[:, C:].mean(1).numpy()))
+    return layers[0] if blocks == 1 else layers
 
 
 class Embed(ToolTest):
@@ -88,6 +95,25 @@ class Embed(ToolTest):
         self.assertEqual(attrs["mdx_tool"], "mdx-embed")
         self.assertIn("mdx-train", attrs["history"])  # the checkpoint's pipeline is carried on
         self.assertGreater(np.abs(cls_ref).max(), 0.1)  # not a degenerate all-zero case
+
+    def test_last_blocks_match_the_independent_encoder(self):
+        per_block = reference_features(self.ckpt, self.images[:32], blocks=2)
+        e, _, attrs = self.embed("--pool", "cls+mean", "--blocks", 2)
+        self.assertEqual(e.shape, (300, 128))  # 2 blocks x (CLS + mean) x 32
+        self.assertEqual(attrs["blocks"], 2)
+        for b, (cls_ref, mean_ref) in enumerate(per_block):
+            np.testing.assert_allclose(e[:32, 64 * b:64 * b + 32], cls_ref, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(e[:32, 64 * b + 32:64 * b + 64], mean_ref, rtol=1e-4, atol=1e-4)
+        self.assertGreater(np.abs(per_block[0][0] - per_block[1][0]).max(), 1e-2)  # two different blocks
+        mean_only, _, _ = self.embed("--pool", "mean", "--blocks", 2)
+        np.testing.assert_allclose(mean_only, e[:, [*range(32, 64), *range(96, 128)]], rtol=1e-5, atol=1e-6)
+        last, _, attrs = self.embed("--pool", "cls+mean")
+        self.assertEqual(attrs["blocks"], 1)
+        np.testing.assert_allclose(last, e[:, 64:], rtol=1e-5, atol=1e-6)
+        self.fails("mdx-embed", self.ckpt, self.table, "-o", self.path("b.h5"), "--blocks", 3,
+                   contains=["--blocks must be in 1..2"], code=2)
+        self.fails("mdx-embed", self.ckpt, self.table, "-o", self.path("b.h5"), "--blocks", 0, code=2)
+        self.assertNoOutput(self.path("b.h5"))
 
     def test_pools_weights_and_batches_are_consistent(self):
         full, _, _ = self.embed("--pool", "cls+mean")

@@ -22,6 +22,9 @@ void EmbedOptions::add_to(CLI::App& app) {
   app.add_option("--pool", pool, "cls (mean of the CLS outputs: UMD's representation) | mean (of the patch "
                                  "tokens) | cls+mean (both, concatenated)")
       ->capture_default_str();
+  app.add_option("--blocks", blocks, "pool each of the encoder's last N blocks (each through its final norm) and "
+                                     "concatenate them: N x the pool's width features (DINO's n_last_blocks)")
+      ->capture_default_str();
   app.add_option("--t", t, "embed inputs noised at timestep t by the checkpoint's objective (-1: clean, time index 0)")
       ->capture_default_str();
   add_weights_option(app, weights, "raw (as UMD and MAE probe) or ema");
@@ -36,6 +39,7 @@ void EmbedOptions::validate() const {
   parse_pool(pool);
   parse_shard(shard);
   if (batch < 1) throw UsageError("--batch must be at least 1");
+  if (blocks < 1) throw UsageError("--blocks must be at least 1");
   if (t < -1) throw UsageError("--t must be -1 (clean) or a timestep >= 0");
 }
 
@@ -63,7 +67,7 @@ void embed(const EmbedOptions& opt, Provenance& prov) {
     throw Error(fmt::format("'{}' holds {}x{}x{} images; the model of '{}' was trained on {}x{}x{}", opt.tables[0],
                             table.height(), table.width(), table.channels(), opt.checkpoint, c.height, c.width,
                             c.channels));
-  FeatureEncoder encoder(m, parse_pool(opt.pool), opt.t, prov.seed);
+  FeatureEncoder encoder(m, parse_pool(opt.pool), opt.t, prov.seed, opt.blocks);
   if (!opt.tokenizer.empty()) prov.add_input(opt.tokenizer);
   prov.add_input(opt.checkpoint, m.history);
   for (const auto& path : opt.tables) prov.add_input(path);
@@ -71,9 +75,10 @@ void embed(const EmbedOptions& opt, Provenance& prov) {
 
   const auto [begin, end] = shard.range(table.size());
   const int64_t n = end - begin, F = encoder.dim();
-  log("{} images{} through the {} encoder of '{}' (step {}, {} weights), {} pooling, {} -> {} features",
+  log("{} images{} through the {} encoder of '{}' (step {}, {} weights), {} pooling{}, {} -> {} features",
       n, shard.count > 1 ? fmt::format(" (part {} of {})", shard.index, shard.count) : std::string(),
       m.objective->name(), opt.checkpoint, m.step, m.ema ? "EMA" : "raw", opt.pool,
+      opt.blocks > 1 ? fmt::format(" of the last {} blocks", opt.blocks) : std::string(),
       opt.t < 0 ? std::string("clean input") : fmt::format("noised at t = {}", opt.t), F);
 
   h5::Handle f = h5::create_file(out.temp_path());
@@ -105,6 +110,7 @@ void embed(const EmbedOptions& opt, Provenance& prov) {
   h5::write_attr(f, "checkpoint_step", m.step);
   h5::write_attr(f, "objective", m.objective->name());
   h5::write_attr(f, "pool", opt.pool);
+  h5::write_attr(f, "blocks", opt.blocks);
   h5::write_attr(f, "t", opt.t);
   h5::write_attr(f, "weights", std::string(m.ema ? "ema" : "raw"));
   h5::write_attr(f, "shard", opt.shard);

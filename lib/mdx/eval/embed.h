@@ -18,6 +18,7 @@ struct EmbedOptions {
   std::vector<std::string> tables;
   std::string output;
   std::string pool = "cls";   // cls | mean | cls+mean
+  int64_t blocks = 1;         // pool each of the last N encoder blocks, concatenated (DINO's n_last_blocks)
   int64_t t = -1;             // -1: clean input at time index 0; else noised at t (l-DAE probes at small t)
   Weights weights = Weights::Raw;  // as UMD and MAE probe
   std::string tokenizer;      // l-DAE's PCA file when noising (default: the checkpoint's)

@@ -83,8 +83,11 @@ std::string pool_name(Pool pool) {
   return "?";
 }
 
-FeatureEncoder::FeatureEncoder(TrainedModel& model, Pool pool, int64_t t, uint64_t seed)
-    : m_(model), pool_(pool), t_(t), gen_(compat::cpu_generator(seed)) {
+FeatureEncoder::FeatureEncoder(TrainedModel& model, Pool pool, int64_t t, uint64_t seed, int64_t blocks)
+    : m_(model), pool_(pool), t_(t), blocks_(blocks), gen_(compat::cpu_generator(seed)) {
+  if (blocks_ < 1 || blocks_ > m_.config.depth)
+    throw UsageError(fmt::format("--blocks must be in 1..{} (the encoder of '{}' has {} blocks), got {}",
+                                 m_.config.depth, m_.path, m_.config.depth, blocks_));
   if (t_ < 0) return;
   if (!m_.objective->noises())
     throw UsageError(fmt::format("--t {}: '{}' was trained under {} without noise", t_, m_.path, m_.objective->name()));
@@ -98,7 +101,7 @@ FeatureEncoder::FeatureEncoder(TrainedModel& model, Pool pool, int64_t t, uint64
 
 FeatureEncoder::~FeatureEncoder() = default;
 
-int64_t FeatureEncoder::dim() const { return (pool_ == Pool::ClsMean ? 2 : 1) * m_.config.dim; }
+int64_t FeatureEncoder::dim() const { return blocks_ * (pool_ == Pool::ClsMean ? 2 : 1) * m_.config.dim; }
 
 at::Tensor FeatureEncoder::operator()(const at::Tensor& images) {
   const ModelConfig& c = m_.config;
@@ -115,18 +118,21 @@ at::Tensor FeatureEncoder::operator()(const at::Tensor& images) {
     time_index = k.time_index;
   }
   const at::Device device = m_.model->parameters().front().device();
-  at::Tensor h;
+  std::vector<at::Tensor> layers;
   {
     compat::Autocast autocast(device, m_.bf16);
     // The null class where the model is class-conditional: the representation owes nothing to a label.
     at::Tensor labels;
     if (c.num_classes > 0) labels = at::full({B}, c.num_classes, at::kLong).to(device);
-    h = m_.model->encode(x.to(device), time_index.to(device), labels);
+    layers = m_.model->encode_layers(x.to(device), time_index.to(device), labels, blocks_);
   }
-  h = h.to(at::kFloat);
-  at::Tensor cls = h.slice(1, 0, c.cls_tokens).mean(1), mean = h.slice(1, c.cls_tokens).mean(1);
-  at::Tensor f = pool_ == Pool::Cls ? cls : pool_ == Pool::Mean ? mean : at::cat({cls, mean}, 1);
-  return f.to(at::kCPU).contiguous();
+  std::vector<at::Tensor> parts;
+  for (at::Tensor h : layers) {
+    h = h.to(at::kFloat);
+    if (pool_ != Pool::Mean) parts.push_back(h.slice(1, 0, c.cls_tokens).mean(1));
+    if (pool_ != Pool::Cls) parts.push_back(h.slice(1, c.cls_tokens).mean(1));
+  }
+  return at::cat(parts, 1).to(at::kCPU).contiguous();
 }
 
 }  // namespace mdx

@@ -50,10 +50,12 @@ std::string pool_name(Pool pool);
 // The encoder of a trained model as a feature extractor: uint8 images [B,H,W,C] -> float32 [B,F]
 // on the CPU. The input is clean and unmasked (time index 0) unless `t` >= 0: then it is noised at
 // t by the checkpoint's own objective (l-DAE: in its PCA latent), with noise drawn from a
-// generator seeded with `seed`.
+// generator seeded with `seed`. `blocks` > 1 pools each of the encoder's last `blocks` blocks
+// (each through the final norm, as DINO's linear evaluation takes its n_last_blocks) and
+// concatenates them, the shallowest first: blocks x the pool's width features.
 class FeatureEncoder {
  public:
-  FeatureEncoder(TrainedModel& model, Pool pool, int64_t t = -1, uint64_t seed = 0);
+  FeatureEncoder(TrainedModel& model, Pool pool, int64_t t = -1, uint64_t seed = 0, int64_t blocks = 1);
   ~FeatureEncoder();
   int64_t dim() const;
   at::Tensor operator()(const at::Tensor& images);
@@ -61,7 +63,7 @@ class FeatureEncoder {
  private:
   TrainedModel& m_;
   Pool pool_;
-  int64_t t_;
+  int64_t t_, blocks_;
   at::Generator gen_;
 };
 

@@ -260,7 +260,24 @@ ModelOutput MaskedDiffusionAutoencoderImpl::forward(const ModelInput& in) {
 
 at::Tensor MaskedDiffusionAutoencoderImpl::encode(const at::Tensor& tokens, const at::Tensor& time_index,
                                                   const at::Tensor& labels) {
-  return run_encoder(embed(tokens, {}), {}, condition(time_index, labels, false));
+  return encode_layers(tokens, time_index, labels, 1).back();
+}
+
+std::vector<at::Tensor> MaskedDiffusionAutoencoderImpl::encode_layers(const at::Tensor& tokens,
+                                                                      const at::Tensor& time_index,
+                                                                      const at::Tensor& labels, int64_t last) {
+  const int64_t depth = static_cast<int64_t>(encoder->size());
+  if (last < 1 || last > depth)
+    throw Error(fmt::format("the encoder has {} blocks; asked for the last {}", depth, last));
+  const at::Tensor c = condition(time_index, labels, false);
+  at::Tensor h = embed(tokens, {});
+  h = at::cat({cls.unsqueeze(0).expand({h.size(0), cls.size(0), h.size(2)}), h}, 1);
+  std::vector<at::Tensor> out;
+  for (int64_t i = 0; i < depth; ++i) {
+    h = (*encoder)[i]->as<AdaLNBlock>()->forward(h, c);
+    if (i >= depth - last) out.push_back(encoder_norm(h));
+  }
+  return out;
 }
 
 double MaskedDiffusionAutoencoderImpl::forward_flops(int64_t rows, int64_t kept) const {

@@ -64,6 +64,10 @@ class MaskedDiffusionAutoencoderImpl : public torch::nn::Module {
   // The encoder alone on every token (nothing dropped, nothing masked): its normalized outputs [B, C + L, dim], the C
   // CLS tokens first (their mean is the representation), then the L patch tokens in order.
   at::Tensor encode(const at::Tensor& tokens, const at::Tensor& time_index, const at::Tensor& labels = {});
+  // The same pass, returning the outputs of the last `last` blocks (1 <= last <= depth), each through
+  // the encoder's final norm (DINO's get_intermediate_layers), the deepest last: [B, C + L, dim] each.
+  std::vector<at::Tensor> encode_layers(const at::Tensor& tokens, const at::Tensor& time_index,
+                                        const at::Tensor& labels, int64_t last);
   // Model FLOPs of one forward pass of B rows with `kept` encoder tokens each (matmuls only, 2 per MAC).
   double forward_flops(int64_t rows, int64_t kept) const;
 
