@@ -116,6 +116,8 @@ class Sample(ToolTest):
         self.fails("mdx-sample", mae, "--count", 2, "-o", out,
                    contains=["not a diffusion model nor a masked generative one", "--objective dit --class-cond"])
         self.fails("mdx-sample", self.ckpt, code=2, contains=["-o and/or --grid"])
+        self.fails("mdx-sample", self.ckpt, "--grid", self.path("g.jpg"), code=2, contains=["must end in .png"])
+        self.assertNoOutput(self.path("g.jpg"))
         self.fails("mdx-sample", self.ckpt, "-o", out, "--sampler", "euler", code=2)
         self.fails("mdx-sample", self.ckpt, "-o", out, "--steps", 5000, code=2)
         self.fails("mdx-sample", self.ckpt, "-o", self.ckpt, contains=["input"])

@@ -54,6 +54,8 @@ void SampleOptions::add_to(CLI::App& app) {
 
 void SampleOptions::validate() const {
   if (output.empty() && grid.empty()) throw UsageError("give -o and/or --grid");
+  if (!grid.empty() && lowercase_extension(grid) != ".png")
+    throw UsageError("--grid writes a PNG image: its name must end in .png, got '" + grid + "'");
   bool known = sampler == "auto";
   for (const auto& e : sampler_registry()) known = known || e.name == sampler;
   if (!known)
