@@ -35,6 +35,8 @@ class Recipe(ToolTest):
         r = sh("sh", RECIPE, "--help")
         self.assertEqual(r.returncode, 0)
         self.assertIn("--stage", r.stdout)
+        self.assertIn("two one-thread lanes", r.stdout)  # the whole header comment, nothing after it
+        self.assertTrue(r.stdout.rstrip().endswith("(default: PATH)."), r.stdout[-200:])
         r = sh("sh", RECIPE, "--bogus")
         self.assertEqual(r.returncode, 2)
 
@@ -83,28 +85,37 @@ class Recipe(ToolTest):
                 f.write(json.dumps({"step": 2, "loss": 0.3, "images_per_s": 50.0}) + "\n")
             dump(12, d, f"{o}.seconds")
             dump(12, d, "samples", f"{o}.seconds")
-            dump({"top1": 0.8123}, d, "probe", f"{o}.json")
+            rows = 60000 if o == "umd" else 10000  # the main row probes on the full sets
+            dump({"top1": 0.8123, "train": {"rows": rows}, "test": {"rows": rows // 6}}, d, "probe", f"{o}.json")
             dump({"fid": 3.25, "inputs": [{"count": 120}, {"count": 2000}]}, d, "fid", f"{o}.json")
             with open(os.path.join(d, "fid", f"{o}.class.json"), "w") as f:  # the classifier's JSON line
                 f.write(json.dumps({"table": "x.h5", "count": 120, "class_accuracy": 0.75 if o == "umd" else 0.5,
                                     "classifier_test_top1": 0.9}) + "\n")
-        dump({"top1": 0.84}, d, "probe", "pixels.json")
+        dump({"top1": 0.84, "train": {"rows": 60000}, "test": {"rows": 10000}}, d, "probe", "pixels.json")
+        dump({"top1": 0.85, "train": {"rows": 10000}, "test": {"rows": 1666}}, d, "probe", "pixels-subsets.json")
         dump({"fid": 1.5}, d, "fid", "data.json")
+        dump({"table": "floor.h5", "count": 120, "class_accuracy": 0.88, "classifier_test_top1": 0.9},
+             d, "fid", "data.class.json")
         r = sh("/usr/bin/python3", os.path.join(SOURCE, "share", "mdx", "recipes", "report.py"), d)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertIn("| umd | main | 3 | 0.5000 | 0.1667 | 200 | 12 | 81.23 |", r.stdout)
+        self.assertIn("| umd | main | 3 | 0.5000 | 0.1667 | 200 | 12 | 60000 / 10000 | 81.23 |", r.stdout)
+        self.assertIn("| dit | smaller scale | 2 | 0.8000 | 0.4000 | 150 | 12 | 10000 / 1666 | 81.23 |", r.stdout)
         self.assertIn("| 3.25 | 75.0 |", r.stdout)
         self.assertIn("| dit | smaller scale | 2 |", r.stdout)  # fewer pre-training steps than umd
         self.assertIn("| 3.25 | 50.0 |", r.stdout)
         self.assertIn("90.00 % on the test images", r.stdout)
-        self.assertIn("| raw pixels |", r.stdout)
-        self.assertIn("| training images |", r.stdout)
+        self.assertIn("| raw pixels | | | | | | | 60000 / 10000 | 84.00 |", r.stdout)
+        self.assertIn("| raw pixels | | | | | | | 10000 / 1666 | 85.00 |", r.stdout)
+        self.assertIn("| training images | | | | | | | | | | | | 1.50 | 88.0 |", r.stdout)
         with open(os.path.join(d, "results.json")) as f:
             res = json.load(f)
         self.assertEqual([o["objective"] for o in res["objectives"]], ["umd", "dit"])
         self.assertEqual(res["objectives"][1]["fid"], 3.25)
         self.assertEqual(res["objectives"][1]["samples_per_s"], 10.0)  # 120 samples in 12 s
         self.assertEqual(res["objectives"][0]["class_accuracy"], 0.75)
+        self.assertEqual(res["training_images_recognized"], 0.88)
+        self.assertEqual(res["raw_pixel_probes"], [{"tables": "60000 / 10000", "top1": 0.84},
+                                                   {"tables": "10000 / 1666", "top1": 0.85}])
         for png in ("loss-curves.png", "compute.png"):
             self.assertTrue(os.path.getsize(os.path.join(d, png)) > 1000)
 

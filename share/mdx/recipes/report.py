@@ -44,6 +44,13 @@ def seconds(path):
     return int(open(path).read().strip()) if os.path.exists(path) else None
 
 
+def tables(probe):
+    """"train rows / test rows" of a probe report (mdx-probe's JSON), or None."""
+    if not probe or "train" not in probe or "test" not in probe:
+        return None
+    return f"{probe['train']['rows']} / {probe['test']['rows']}"
+
+
 def fmt(value, spec):
     return "" if value is None else format(value, spec)
 
@@ -65,6 +72,7 @@ def row(d, objective):
         "images_per_s": round(sum(m["images_per_s"] for m in tail) / len(tail), 1) if tail else None,
         "pretrain_seconds": seconds(os.path.join(d, f"{objective}.seconds")),
         "probe_top1": probe.get("top1") if probe else None,
+        "probe_tables": tables(probe),
         "finetune_steps": gen[-1]["step"] if gen else None,
         "finetune_seconds": seconds(os.path.join(d, "gen", f"{objective}.seconds")),
         "fid": fid.get("fid") if fid else None,
@@ -110,8 +118,9 @@ def plot_compute(rows, pixels, floor, path):
             x = sum(r[c] for c in cost)
             ax.scatter([x], [scale * r[key]], color=COLOURS[r["objective"]], s=40, zorder=3)
             ax.annotate(r["objective"], (x, scale * r[key]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        if key == "probe_top1" and pixels:
-            ax.axhline(100 * pixels["top1"], color="grey", ls="--", lw=1, label="raw pixels")
+        if key == "probe_top1":
+            for p, ls in zip(pixels, ("--", ":")):
+                ax.axhline(100 * p["top1"], color="grey", ls=ls, lw=1, label=f"raw pixels ({tables(p)})")
         if key == "fid":
             ax.set_yscale("log")
             if floor:
@@ -137,27 +146,33 @@ def main():
     longest = max((r["pretrain_steps"] or 0 for r in rows), default=0)
     for r in rows:
         r["scale"] = "main" if (r["pretrain_steps"] or 0) >= longest else "smaller scale"
-    pixels = load_json(os.path.join(d, "probe", "pixels.json"))
+    # The raw pixels on the full sets and, at demo scale, on the smaller rows' subsets.
+    pixels = [p for p in (load_json(os.path.join(d, "probe", f)) for f in ("pixels.json", "pixels-subsets.json")) if p]
     floor = load_json(os.path.join(d, "fid", "data.json"))
     extractor = floor.get("extractor") if floor else None
-    result = {"objectives": rows, "raw_pixel_probe_top1": pixels.get("top1") if pixels else None,
-              "fid_train_vs_test": floor.get("fid") if floor else None, "fid_extractor": extractor}
+    known = load_json(os.path.join(d, "fid", "data.class.json"))
+    result = {"objectives": rows,
+              "raw_pixel_probes": [{"tables": tables(p), "top1": p.get("top1")} for p in pixels],
+              "fid_train_vs_test": floor.get("fid") if floor else None, "fid_extractor": extractor,
+              "training_images_recognized": known.get("class_accuracy") if known else None}
     with open(os.path.join(d, "results.json"), "w") as f:
         json.dump(result, f, indent=1)
-    md = ["| row | scale | pre-train steps | first loss | final loss | images/s | pre-train s | probe top-1 | "
-          "fine-tune steps | fine-tune s | samples/s | FID | samples recognized |",
-          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    md = ["| row | scale | pre-train steps | first loss | final loss | images/s | pre-train s | probe tables | "
+          "probe top-1 | fine-tune steps | fine-tune s | samples/s | FID | samples recognized |",
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         md.append(f"| {r['objective']} | {r['scale']} | {fmt(r['pretrain_steps'], 'd')} | "
                   f"{fmt(r['first_loss'], '.4f')} | {fmt(r['final_loss'], '.4f')} | {fmt(r['images_per_s'], '.0f')} | "
-                  f"{fmt(r['pretrain_seconds'], 'd')} | {fmt(r['probe_top1'] and 100 * r['probe_top1'], '.2f')} | "
+                  f"{fmt(r['pretrain_seconds'], 'd')} | {r['probe_tables'] or ''} | "
+                  f"{fmt(r['probe_top1'] and 100 * r['probe_top1'], '.2f')} | "
                   f"{fmt(r['finetune_steps'], 'd')} | {fmt(r['finetune_seconds'], 'd')} | "
                   f"{fmt(r['samples_per_s'], '.1f')} | {fmt(r['fid'], '.2f')} | "
                   f"{fmt(r['class_accuracy'] and 100 * r['class_accuracy'], '.1f')} |")
-    if pixels:
-        md.append(f"| raw pixels | | | | | | | {100 * pixels['top1']:.2f} | | | | | |")
+    for p in pixels:
+        md.append(f"| raw pixels | | | | | | | {tables(p) or ''} | {100 * p['top1']:.2f} | | | | | |")
     if floor:
-        md.append(f"| training images | | | | | | | | | | | {floor['fid']:.2f} | |")
+        recognized = fmt(known and 100 * known["class_accuracy"], ".1f")
+        md.append(f"| training images | | | | | | | | | | | | {floor['fid']:.2f} | {recognized} |")
     text = "\n".join(md) + "\n"
     top1 = next((r["classifier_test_top1"] for r in rows if r["classifier_test_top1"]), None)
     if top1:
