@@ -17,15 +17,9 @@ import time
 
 from PIL import Image, ImageDraw
 
+from machine import cpu_name
+
 FMNIST = "/usr/share/datasets/fashion-mnist"
-
-
-def cpu_name():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def train(args, table, out, precision, seed):

@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from machine import commit
+
 FMNIST = "/usr/share/datasets/fashion-mnist"
 
 PYTHON_BASELINE = r"""
@@ -80,12 +82,6 @@ def measure(cmd):
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"benchmark command failed: {' '.join(cmd)}\n{err}")
     return wall, usage.ru_maxrss / 1024
-
-
-def commit():
-    r = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True, text=True,
-                       cwd=os.path.dirname(os.path.abspath(__file__)))
-    return r.stdout.strip() or "unknown"
 
 
 def main():

@@ -46,6 +46,8 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from machine import commit, cpu_name  # noqa: E402
+
 FMNIST = "/usr/share/datasets/fashion-mnist"
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -440,20 +442,6 @@ def cpp_run(objective, args, table, tokenizer, out, bf16=False):
     if not lines:
         sys.exit(f"no JSON from: {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
     return json.loads(lines[-1])
-
-
-def cpu_name():
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
-
-def commit():
-    r = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True, text=True,
-                       cwd=HERE)
-    return r.stdout.strip() or "unknown"
 
 
 def run_tool(cmd):
