@@ -91,7 +91,7 @@ def main():
     f_w = [windows(c, args.window) for c in fp32]
     b_w = windows(bf16, args.window)
     inside = 0
-    print(f"\n| steps | float32 seeds (min-max) | bf16 | within |\n|---|---|---:|---|")
+    print("\n| steps | float32 seeds (min-max) | bf16 | within |\n|---|---|---:|---|")
     for i, b in enumerate(b_w):
         vals = [w[i] for w in f_w]
         lo, hi = min(vals), max(vals)
