@@ -10,6 +10,7 @@ import unittest
 
 import h5py
 import numpy as np
+from PIL import Image
 from scipy.special import erf
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -93,6 +94,10 @@ class LearnedFit(ToolTest):
         with h5py.File(out, "r") as f:
             self.assertGreater(f["tokenizer"].attrs["scale"], 0)
             self.assertEqual(f.attrs["mdx_tool"], "mdx-vae-fit")
+        with Image.open(self.path("vae.preview.png")) as png:  # the columns drawn and described
+            self.assertEqual(png.text["mdx_columns"], "clean; reconstruction from the posterior mean; "
+                             "reconstruction from a posterior draw")
+            self.assertIn(" x 3 cells", png.text["mdx_cells"])  # clean + 2 reconstructions
         # mdx-train reads it as a tokenizer: 49 tokens of 4 latent values.
         ck = self.path("lumd.h5")
         r = self.ok("mdx-train", self.table, "--tokenizer", out, "--dim", 32, "--depth", 1, "--decoder-depth", 1,
@@ -120,6 +125,8 @@ class LearnedFit(ToolTest):
             cb = t["quantizer/codebook"][:]
             self.assertEqual(cb.shape, (32, 8))
             np.testing.assert_array_equal(cb, f["model/codebook"][:])
+        with Image.open(self.path("vq.preview.png")) as png:
+            self.assertEqual(png.text["mdx_columns"], "clean; reconstruction from the codes")
         # Codes are not for the continuous objectives.
         self.fails("mdx-train", self.table, "--tokenizer", out, "--steps", 1, "-o", self.path("x.h5"),
                    contains=("discrete codes", "umd"))

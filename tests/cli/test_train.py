@@ -63,6 +63,8 @@ class Train(ToolTest):
                         self.assertEqual(f["model/label_table.weight"].shape, (11, 64))
                 png = Image.open(self.path(f"{objective}.ckpt.preview.png"))
                 self.assertEqual(png.text["mdx_step"], "60")
+                self.assertEqual(png.text["mdx_columns"], "clean; corrupted input (masked patches coloured); "
+                                 "x0 prediction; prediction pasted into the masked patches")
 
     def test_resume_equals_uninterrupted(self):
         out = self.check_resume([])

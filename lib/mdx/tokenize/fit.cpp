@@ -156,9 +156,13 @@ class CoderLearner : public Learner {
   Grid preview(const at::Tensor& images, const at::Tensor&, int64_t, int64_t, std::string& columns) override {
     auto tok = tokenizer(false);
     std::vector<at::Tensor> cols = {images};
-    for (const at::Tensor& c : preview_columns(*tok, images, columns)) cols.push_back(c);
     GridLabels drawn{{"clean"}, {}};
-    for (const auto& c : preview_labels()) drawn.columns.push_back(c);
+    columns = "clean";
+    for (PreviewColumn& c : preview_columns(*tok, images)) {
+      cols.push_back(std::move(c.cells));
+      drawn.columns.push_back(c.label);
+      columns += "; " + c.description;
+    }
     return render_grid(at::stack(cols, 1), at::Tensor(), at::Tensor(), geometry_.cell_h(), 0, drawn);
   }
 
@@ -171,10 +175,13 @@ class CoderLearner : public Learner {
   // The tokenizer of the weights as they are now; `for_file`: as a checkpoint records it (the VAE
   // measures its latent scale, a pass over the sample images the preview does not need).
   virtual std::shared_ptr<const Tokenizer> tokenizer(bool for_file) const = 0;
-  virtual std::vector<at::Tensor> preview_columns(const Tokenizer& tok, const at::Tensor& images,
-                                                  std::string& columns) const = 0;
-  // The same columns' labels as drawn in the preview (short).
-  virtual std::vector<std::string> preview_labels() const = 0;
+  // A preview column after the clean images: its cells (uint8 images), the label drawn above it and
+  // its description in the PNG's mdx_columns text.
+  struct PreviewColumn {
+    at::Tensor cells;
+    std::string label, description;
+  };
+  virtual std::vector<PreviewColumn> preview_columns(const Tokenizer& tok, const at::Tensor& images) const = 0;
 
   // Rows `rows` of the batch as the network's input, on the device.
   at::Tensor input(const at::Tensor& images, RowRange rows) const {
@@ -255,16 +262,14 @@ class VaeLearner : public CoderLearner {
     return std::make_shared<VaeTokenizer>(net, scale, beta_);
   }
 
-  std::vector<at::Tensor> preview_columns(const Tokenizer& tok, const at::Tensor& images,
-                                          std::string& columns) const override {
+  std::vector<PreviewColumn> preview_columns(const Tokenizer& tok, const at::Tensor& images) const override {
     const auto& vae = static_cast<const VaeTokenizer&>(tok);
     auto [mean, logvar] = vae.moments(images);
     at::Generator g = compat::cpu_generator(12345);
     at::Tensor draw = reparameterize(mean, logvar, at::randn(mean.sizes(), g));
-    columns = "clean; reconstruction from the posterior mean; reconstruction from a posterior draw";
-    return {to_uint8(vae.decode(mean, geometry_)), to_uint8(vae.decode(draw, geometry_))};
+    return {{to_uint8(vae.decode(mean, geometry_)), "from mean", "reconstruction from the posterior mean"},
+            {to_uint8(vae.decode(draw, geometry_)), "from a draw", "reconstruction from a posterior draw"}};
   }
-  std::vector<std::string> preview_labels() const override { return {"from mean", "from a draw"}; }
 
  private:
   double beta_;
@@ -396,12 +401,9 @@ class VqLearner : public CoderLearner {
     CoderNet net = clone_coder(model_->net, cfg_.latent);
     return std::make_shared<VqTokenizer>(net, model_->codebook.cpu(), vq_.commitment);
   }
-  std::vector<at::Tensor> preview_columns(const Tokenizer& tok, const at::Tensor& images,
-                                          std::string& columns) const override {
-    columns = "clean; reconstruction from the codes";
-    return {to_uint8(tok.decode(tok.encode(images), geometry_))};
+  std::vector<PreviewColumn> preview_columns(const Tokenizer& tok, const at::Tensor& images) const override {
+    return {{to_uint8(tok.decode(tok.encode(images), geometry_)), "from codes", "reconstruction from the codes"}};
   }
-  std::vector<std::string> preview_labels() const override { return {"from codes"}; }
 
  private:
   // k-means on the first batch's encoder outputs (every row: every process computes the same).

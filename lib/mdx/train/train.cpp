@@ -157,10 +157,19 @@ class DiffusionLearner : public Learner {
       marks.push_back(k == 1 ? b.corrupted.masked : none);
     }
     at::Tensor drops = at::stack({none, b.corrupted.dropped, none, none}, 1);
-    columns = "clean; corrupted input (masked patches coloured); x0 prediction; "
-              "prediction pasted into the masked patches";
-    return render_grid(at::stack(cells, 1), at::stack(marks, 1), drops, geometry.cell_h(), 0,
-                       {{"clean", "input", "x0 predicted", "pasted"}, {}});
+    // Each column's label drawn above it and its description in the PNG's mdx_columns text.
+    const std::pair<const char*, const char*> described[] = {
+        {"clean", "clean"},
+        {"input", "corrupted input (masked patches coloured)"},
+        {"x0 predicted", "x0 prediction"},
+        {"pasted", "prediction pasted into the masked patches"}};
+    GridLabels drawn;
+    columns.clear();
+    for (const auto& [label, description] : described) {
+      drawn.columns.push_back(label);
+      columns += (columns.empty() ? "" : "; ") + std::string(description);
+    }
+    return render_grid(at::stack(cells, 1), at::stack(marks, 1), drops, geometry.cell_h(), 0, drawn);
   }
 
   // The model's and the objective's configuration (the frame adds the optimizer's).
