@@ -75,13 +75,21 @@ bin=${MDX_BIN:+$MDX_BIN/}
 share=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$dir"
 step() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+# Each command runs as a child the shell waits for, so that a signal reaches the trap below at once
+# (sh runs a trap only after its foreground command ends). SIGINT or SIGTERM stops the whole
+# process group: both lanes and what they run (mdx-train checkpoints and exits 75; --resume goes on).
+trap 'trap - INT TERM; kill 0' INT TERM
+wait_for() {
+  "$@" &
+  wait $!
+}
 run() {
   echo "fashion-mnist.sh: $*" >&2
-  $cmd "$@"
+  wait_for $cmd "$@"
 }
 run_train() {
   echo "fashion-mnist.sh: $*" >&2
-  $train_cmd "$@"
+  wait_for $train_cmd "$@"
 }
 # Seconds of a command, appended to a file (the report's training times).
 timed() {
@@ -274,8 +282,6 @@ if [ "$lanes" = 2 ]; then
   echo "fashion-mnist.sh: the umd row runs in the background; its log: $dir/logs/umd.log" >&2
   main_lane > "$dir/logs/umd.log" 2>&1 &
   main_job=$!
-  # An interrupt stops both lanes and what they run (the whole process group).
-  trap 'trap - INT TERM; kill 0' INT TERM
   prepare
   # shellcheck disable=SC2086
   pipeline "4 5 6 7 8" $others
@@ -284,7 +290,6 @@ if [ "$lanes" = 2 ]; then
     tail -n 20 "$dir/logs/umd.log" >&2
     exit 1
   fi
-  trap - INT TERM
 else
   prepare
   classifier
