@@ -2,8 +2,10 @@
 machine (an array task takes its shard), the recipe's report reads what the stages write."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import unittest
 
 import h5py
@@ -39,6 +41,38 @@ class Recipe(ToolTest):
         self.assertTrue(r.stdout.rstrip().endswith("(default: PATH)."), r.stdout[-200:])
         r = sh("sh", RECIPE, "--bogus")
         self.assertEqual(r.returncode, 2)
+
+    def test_a_signal_stops_the_recipe_and_the_command_it_runs(self):
+        # A stand-in for mdx-tokenize that says it started and then takes a minute.
+        fake = os.path.join(self.dir, "bin")
+        os.makedirs(fake)
+        started = self.path("started")
+        with open(os.path.join(fake, "mdx-tokenize"), "w") as f:
+            f.write(f"#!/bin/sh\necho $$ > {started}\nexec sleep 60\n")
+        os.chmod(os.path.join(fake, "mdx-tokenize"), 0o755)
+        p = subprocess.Popen(["sh", RECIPE, "--demo", "--dir", self.path("exp"), "--stop-stage", "1"],
+                             env={**os.environ, "MDX_BIN": fake}, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            while p.poll() is None and not (os.path.exists(started) and open(started).read().strip()):
+                time.sleep(0.05)
+            self.assertIsNone(p.poll(), p.stderr.read() if p.stderr else "")
+            child = int(open(started).read())
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=30)  # not the minute the command would take: the trap runs at once
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        self.assertNotEqual(p.returncode, 0)
+        for _ in range(100):  # the command went with it (its group was signalled)
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            self.fail(f"the command {child} outlived the recipe")
 
     def test_cpu_template_runs_an_array_task_on_one_machine(self):
         table = self.fmnist_table(90)
