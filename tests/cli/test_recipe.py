@@ -52,12 +52,17 @@ class Recipe(ToolTest):
         os.chmod(os.path.join(fake, "mdx-tokenize"), 0o755)
         p = subprocess.Popen(["sh", RECIPE, "--demo", "--dir", self.path("exp"), "--stop-stage", "1"],
                              env={**os.environ, "MDX_BIN": fake}, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+                             stderr=subprocess.DEVNULL, start_new_session=True)
         try:
-            while p.poll() is None and not (os.path.exists(started) and open(started).read().strip()):
+            def said():
+                if not os.path.exists(started):
+                    return ""
+                with open(started) as f:
+                    return f.read().strip()
+            while p.poll() is None and not said():
                 time.sleep(0.05)
-            self.assertIsNone(p.poll(), p.stderr.read() if p.stderr else "")
-            child = int(open(started).read())
+            self.assertIsNone(p.poll(), "the recipe ended before its command started")
+            child = int(said())
             p.send_signal(signal.SIGTERM)
             p.wait(timeout=30)  # not the minute the command would take: the trap runs at once
         finally:
