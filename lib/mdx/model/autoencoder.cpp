@@ -179,14 +179,18 @@ at::Tensor MaskedDiffusionAutoencoderImpl::condition(const at::Tensor& time_inde
   return c;
 }
 
-at::Tensor MaskedDiffusionAutoencoderImpl::run_encoder(const at::Tensor& x, const at::Tensor& keep,
-                                                       const at::Tensor& c) {
-  const int64_t G = x.size(0), W = x.size(2);
+std::vector<at::Tensor> MaskedDiffusionAutoencoderImpl::run_encoder(const at::Tensor& x, const at::Tensor& keep,
+                                                                    const at::Tensor& c, int64_t last) {
+  const int64_t G = x.size(0), W = x.size(2), depth = static_cast<int64_t>(encoder->size());
   // An undefined `keep`: every token is kept, nothing to gather (DiT, l-DAE, embedding).
   at::Tensor visible = keep.defined() ? x.gather(1, keep.unsqueeze(-1).expand({G, keep.size(1), W})) : x;
   at::Tensor h = at::cat({cls.unsqueeze(0).expand({G, cls.size(0), W}), visible}, 1);
-  for (const auto& block : *encoder) h = block->as<AdaLNBlock>()->forward(h, c);
-  return encoder_norm(h);
+  std::vector<at::Tensor> out;
+  for (int64_t i = 0; i < depth; ++i) {
+    h = (*encoder)[i]->as<AdaLNBlock>()->forward(h, c);
+    if (i >= depth - last) out.push_back(encoder_norm(h));
+  }
+  return out;
 }
 
 ModelOutput MaskedDiffusionAutoencoderImpl::forward(const ModelInput& in) {
@@ -213,14 +217,14 @@ ModelOutput MaskedDiffusionAutoencoderImpl::forward(const ModelInput& in) {
     at::Tensor rows = at::tensor(rows_vec, at::kLong).to(x.device());
     bool all = G == B;
     if (all && K == L) {  // nothing dropped: no gather, no scatter
-      at::Tensor h = run_encoder(x, {}, c_enc);
+      at::Tensor h = run_encoder(x, {}, c_enc).back();
       representation = h.slice(1, 0, C).mean(1);
       full = decoder_embed(h.slice(1, C));
       break;
     }
     at::Tensor keep = (~(all ? dropped : dropped.index_select(0, rows))).nonzero().select(1, 1).reshape({G, K});
     at::Tensor h = run_encoder(all ? x : x.index_select(0, rows), keep,
-                               all ? c_enc : c_enc.index_select(0, rows));
+                               all ? c_enc : c_enc.index_select(0, rows)).back();
     // Under bf16 autocast the linear layers return bf16: back to the float32 of the mask tokens
     // they are scattered among.
     at::Tensor rep = h.slice(1, 0, C).mean(1).to(representation.scalar_type());
@@ -269,15 +273,7 @@ std::vector<at::Tensor> MaskedDiffusionAutoencoderImpl::encode_layers(const at::
   const int64_t depth = static_cast<int64_t>(encoder->size());
   if (last < 1 || last > depth)
     throw Error(fmt::format("the encoder has {} blocks; asked for the last {}", depth, last));
-  const at::Tensor c = condition(time_index, labels, false);
-  at::Tensor h = embed(tokens, {});
-  h = at::cat({cls.unsqueeze(0).expand({h.size(0), cls.size(0), h.size(2)}), h}, 1);
-  std::vector<at::Tensor> out;
-  for (int64_t i = 0; i < depth; ++i) {
-    h = (*encoder)[i]->as<AdaLNBlock>()->forward(h, c);
-    if (i >= depth - last) out.push_back(encoder_norm(h));
-  }
-  return out;
+  return run_encoder(embed(tokens, {}), {}, condition(time_index, labels, false), last);
 }
 
 double MaskedDiffusionAutoencoderImpl::forward_flops(int64_t rows, int64_t kept) const {

@@ -73,8 +73,10 @@ class MaskedDiffusionAutoencoderImpl : public torch::nn::Module {
 
  private:
   at::Tensor condition(const at::Tensor& time_index, const at::Tensor& labels, bool decoder);
-  // Encoder over rows that all keep the same `keep` [G, K] token indices; returns [G, C + K, dim].
-  at::Tensor run_encoder(const at::Tensor& x, const at::Tensor& keep, const at::Tensor& c);
+  // Encoder over rows that all keep the same `keep` [G, K] token indices (undefined: every token);
+  // returns the normalized outputs of its last `last` blocks, [G, C + K, dim] each, the deepest last.
+  std::vector<at::Tensor> run_encoder(const at::Tensor& x, const at::Tensor& keep, const at::Tensor& c,
+                                      int64_t last = 1);
   // The encoder's input [B, L, dim] with positions: `masked` tokens (not dropped; undefined when
   // none) as the mask token.
   at::Tensor embed(const at::Tensor& tokens, const at::Tensor& masked);
