@@ -112,10 +112,8 @@ if [ "$demo" = 1 ]; then
   # The fine-tune's EMA: a few dozen steps would barely move the objectives' 0.9999.
   pretrain="--steps 100 --batch 64 --lr 1e-3 --preview-every 0 --log-every 5"
   finetune="--steps 40 --batch 64 --lr 1e-3 --ema 0.99 --preview-every 0 --log-every 5"
-  # The probe reads each of the encoder's 4 blocks (DINO's n_last_blocks): 4 x (CLS + mean)
-  # features; the main row on the full sets, the others on the subsets (embedding all 70 000
-  # images costs a minute and a half per row).
-  embed_args="--pool cls+mean --blocks 4"
+  # The main row probes on the full sets, the others on the subsets (embedding all 70 000 images
+  # costs a minute and a half per row).
   probe_train=10000 probe_test=2000 per_class=20 sample_steps=25 classifier_epochs=2
   # Guidance 3, not the papers' 1.5: models trained for minutes gain most of their class fidelity
   # from it (UMD's demo samples: 50 % recognized at 1.5, 64.5 % at 3).
@@ -128,13 +126,16 @@ else
   pretrain="--epochs 100 --batch 256"
   finetune="--epochs 20 --batch 256"
   main_model=$model main_pretrain=$pretrain main_finetune=$finetune
-  embed_args="--pool cls+mean --blocks 4"
   probe_train=0 probe_test=0 per_class=1000 sample_steps=125 classifier_epochs=3 cfg=1.5
   coder="--epochs 3"  # conv, stride 4 (README: 26.3 dB for the VAE, 23.9 dB for the VQ on the test set)
 fi
-# The main row (UMD) at the main scale, the others at theirs (the same in the full run).
+# The probe reads each of the encoder's 4 blocks (DINO's n_last_blocks): 4 x (CLS + mean) features.
+embed_args="--pool cls+mean --blocks 4"
+# The main row at the main scale, the others at theirs (the same in the full run).
+main=umd
+others=$(for o in $objectives; do [ "$o" = "$main" ] || printf '%s ' "$o"; done)
 scale() {
-  if [ "$1" = umd ]; then echo "$main_model $2"; else echo "$model $3"; fi
+  if [ "$1" = "$main" ]; then echo "$main_model $2"; else echo "$model $3"; fi
 }
 
 if step 1; then
@@ -158,7 +159,7 @@ fi
 # A row's probe table of a split: the full sets for the main row, the subsets for the others (at
 # full scale they are the same).
 probe_table() {
-  if [ "$1" = umd ]; then echo "$dir/$2.h5"; else echo "$dir/$2-probe.h5"; fi
+  if [ "$1" = "$main" ]; then echo "$dir/$2.h5"; else echo "$dir/$2-probe.h5"; fi
 }
 
 # Stages 2, 3 and the raw pixels' probes: what the rows need besides their own pipeline.
@@ -264,30 +265,29 @@ pipeline() {
   done
 }
 
-others=$(echo "$objectives" | sed 's/^umd //; s/ umd$//; s/ umd / /')
 if [ "$lanes" = 2 ]; then
-  # One thread per lane. The main lane (in the background, its log in DIR/logs/umd.log): the
-  # classifier, UMD's pre-training, then its embedding and probe as a third process beside its
+  # One thread per lane. The main lane (in the background, its log in DIR/logs/<main>.log): the
+  # classifier, the main row's pre-training, then its embedding and probe as a third process beside its
   # fine-tune and samples. This lane: the token spaces, the strips, the pixel probes, the other rows.
   mkdir -p "$dir/logs"
   export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
   main_lane() {
     classifier
-    pipeline 4 umd
-    pipeline "5 6" umd > "$dir/logs/umd-probe.log" 2>&1 &
+    pipeline 4 "$main"
+    pipeline "5 6" "$main" > "$dir/logs/$main-probe.log" 2>&1 &
     probe_job=$!
-    pipeline "7 8" umd
-    wait $probe_job || { echo "fashion-mnist.sh: error: umd's probe failed (see $dir/logs/umd-probe.log)" >&2; exit 1; }
+    pipeline "7 8" "$main"
+    wait $probe_job || { echo "fashion-mnist.sh: error: the $main row's probe failed (see $dir/logs/$main-probe.log)" >&2; exit 1; }
   }
-  echo "fashion-mnist.sh: the umd row runs in the background; its log: $dir/logs/umd.log" >&2
-  main_lane > "$dir/logs/umd.log" 2>&1 &
+  echo "fashion-mnist.sh: the $main row runs in the background; its log: $dir/logs/$main.log" >&2
+  main_lane > "$dir/logs/$main.log" 2>&1 &
   main_job=$!
   prepare
   # shellcheck disable=SC2086
   pipeline "4 5 6 7 8" $others
   if ! wait $main_job; then
-    echo "fashion-mnist.sh: error: the umd row failed; the end of $dir/logs/umd.log:" >&2
-    tail -n 20 "$dir/logs/umd.log" >&2
+    echo "fashion-mnist.sh: error: the $main row failed; the end of $dir/logs/$main.log:" >&2
+    tail -n 20 "$dir/logs/$main.log" >&2
     exit 1
   fi
 else
