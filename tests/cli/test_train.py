@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mdxtest import FMNIST, ToolTest, metrics, tool  # noqa: E402
+from mdxtest import FMNIST, ToolTest, metrics, read_bytes, tool  # noqa: E402
 
 # A model small enough for 2 CPU cores: 64 wide, 2 + 1 blocks, 7x7 tokens of 4x4 pixels.
 SMALL = ["--dim", "64", "--depth", "2", "--decoder-depth", "1", "--heads", "4", "--batch", "32", "--threads", "1"]
@@ -101,6 +101,34 @@ class Train(ToolTest):
         steps = [r["step"] for r in metrics(log)]
         self.assertEqual(steps, list(range(1, 41)))
         return out
+
+    def test_kept_checkpoints_are_whole_checkpoints_of_their_step(self):
+        args = ["--objective", "umd", "--steps", 6, "--save-every", 1000, "--ema", 0.9]
+        out = self.path("k.ckpt.h5")
+        self.train(out, *args, "--keep-every", 2)
+        # Steps 2 and 4 kept beside -o; the last step is -o itself.
+        kept = sorted(f for f in os.listdir(self.path()) if f.startswith("k.ckpt.step"))
+        self.assertEqual(kept, ["k.ckpt.step2.h5", "k.ckpt.step4.h5"])
+        with h5py.File(self.path("k.ckpt.step4.h5"), "r") as f:
+            self.assertEqual(f.attrs["step"], 4)
+        # Resumed to step 6, the kept step-4 checkpoint gives the uninterrupted run to the bit.
+        resumed = self.path("r.ckpt.h5")
+        shutil.copy(self.path("k.ckpt.step4.h5"), resumed)
+        self.train(resumed, *args, "--resume")
+        with h5py.File(out, "r") as a, h5py.File(resumed, "r") as b:
+            for group in ("model", "ema", "optimizer/exp_avg"):
+                for name in a[group]:
+                    np.testing.assert_array_equal(a[group][name][:], b[group][name][:], f"{group}/{name}")
+        # A kept name that is one of the inputs is refused, the input untouched.
+        victim = self.path("v.ckpt.step2.h5")
+        shutil.copy(self.table, victim)
+        before = read_bytes(victim)
+        self.fails("mdx-train", victim, "-o", self.path("v.ckpt.h5"), *SMALL, *args, "--keep-every", 2,
+                   contains=("v.ckpt.step2.h5",))
+        self.assertEqual(read_bytes(victim), before)
+        self.assertNoOutput(self.path("v.ckpt.h5"))
+        self.fails("mdx-train", self.table, "-o", self.path("n.ckpt.h5"), *SMALL, *args, "--keep-every", -1,
+                   code=2, contains=("--keep-every must be >= 0",))
 
     def test_a_signal_while_the_table_loads_suspends(self):
         """SIGTERM as soon as the handlers are in place, while a large table loads: exit 75 (what a

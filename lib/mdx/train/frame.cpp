@@ -54,6 +54,9 @@ void RunOptions::add_to(CLI::App& app) {
   app.add_option("--epochs", epochs, "passes over the table")->capture_default_str();
   app.add_option("--steps", steps, "optimizer steps (instead of --epochs)")->capture_default_str();
   app.add_option("--save-every", save_every, "steps between checkpoints")->capture_default_str();
+  app.add_option("--keep-every", keep_every,
+                 "steps between checkpoints kept as <stem>.step<N>.h5 beside -o (0: none), for curves along a run")
+      ->capture_default_str();
   app.add_option("--log-every", log_every, "steps between metrics lines")->capture_default_str();
   app.add_option("--preview-every", preview_every, "steps between reconstruction previews (0: only at the end)")
       ->capture_default_str();
@@ -77,6 +80,7 @@ void RunOptions::validate() const {
   if (benchmark == 0 && (epochs > 0) == (steps > 0)) throw UsageError("give one of --epochs or --steps");
   if (save_every < 1 || log_every < 1) throw UsageError("--save-every and --log-every must be >= 1");
   if (preview_every < 0) throw UsageError("--preview-every must be >= 0");
+  if (keep_every < 0) throw UsageError("--keep-every must be >= 0");
   if (init_ema && init.empty()) throw UsageError("--init-ema goes with --init");
   if (!(dist_timeout > 0)) throw UsageError("--dist-timeout must be > 0");
   if (!(memory_budget > 0)) throw UsageError("--memory-budget must be > 0");
@@ -240,7 +244,7 @@ class Frame {
         images_since = 0;
       }
       if (writer() && run_.preview_every > 0 && step_ % run_.preview_every == 0) preview();
-      if (writer() && step_ % run_.save_every == 0 && step_ < total_) save();
+      if (writer() && (step_ % run_.save_every == 0 || kept(step_)) && step_ < total_) save();
       progress.advance();
     }
     progress.finish();
@@ -434,6 +438,15 @@ class Frame {
   }
 
   void save() {
+    // A kept step is a whole checkpoint under its own name (--resume or --init read it as they
+    // read -o); the final step is -o itself. Its name is known only now: it must not be an input.
+    const bool keep = kept(step_) && step_ < total_;
+    if (keep) {
+      FilePlan files;
+      files.read(run_.inputs).read(run_.init, "--init");
+      for (const auto& [path, what] : learner_.reads()) files.read(path, what);
+      files.write(kept_name(step_), "the kept checkpoint (--keep-every)").check();
+    }
     CheckpointState s;
     for (const auto& p : learner_.module().named_parameters()) s.model[p.key()] = p.value();
     for (const auto& b : learner_.module().named_buffers()) s.model[b.key()] = b.value();
@@ -451,7 +464,11 @@ class Frame {
     if (!run_.init.empty()) inputs.push_back(run_.init);
     save_checkpoint(run_.output, s, prov_, inputs);
     saved_step_ = step_;
+    if (keep) save_checkpoint(kept_name(step_), s, prov_, inputs);
   }
+
+  bool kept(int64_t step) const { return run_.keep_every > 0 && step % run_.keep_every == 0; }
+  std::string kept_name(int64_t step) const { return beside(run_.output, fmt::format(".step{}.h5", step)); }
 
   TrainBenchmark benchmark() {
     const int64_t warm = 3, n = run_.benchmark;

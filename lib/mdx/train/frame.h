@@ -50,6 +50,7 @@ struct RunOptions {
   std::string output;
   int64_t epochs = 0, steps = 0;  // one of them
   int64_t save_every = 1000, log_every = 10, preview_every = 500;
+  int64_t keep_every = 0;         // > 0: also keep the checkpoint of every such step as <stem>.step<N>.h5
   bool resume = false;
   std::string init;               // fine-tune from this checkpoint's weights
   bool init_ema = false;          // ... its EMA weights
