@@ -242,6 +242,8 @@ class Train(ToolTest):
             self.assertIn(key, row)
         self.assertEqual(row["batch"], 32)
         self.assertGreater(row["tflops"], 0)
+        # A step's FLOPs and the rate agree (the rate is printed to 4 decimals).
+        self.assertAlmostEqual(row["step_gflop"] * row["steps"] / row["seconds"] / 1000, row["tflops"], delta=6e-5)
         self.assertFalse(os.path.exists(out))
 
     def test_bad_inputs(self):

@@ -494,6 +494,7 @@ class Frame {
     r.images_per_s = static_cast<double>(n * optim_.batch) / r.seconds;
     r.encoder_tokens_per_s = static_cast<double>(kept_tokens) / r.seconds;
     r.tflops = flops / r.seconds / 1e12;
+    r.step_gflop = flops / static_cast<double>(std::max<int64_t>(n, 1)) / 1e9;
     const double peak = run_.peak_tflops > 0 ? run_.peak_tflops : compat::peak_tflops(device_);
     if (peak > 0) r.mfu = r.tflops / peak;
     r.peak_memory_mib = device_.is_cuda() ? compat::peak_memory_mib(device_) : peak_rss_mib();
@@ -578,10 +579,10 @@ std::string TrainBenchmark::to_json() const {
                      R"("objective": "{}", )"
                      R"("model": "{}", "parameters": {}, "batch": {}, "steps": {}, "seconds": {:.4f}, )"
                      R"("step_ms": {:.3f}, "images_per_s": {:.2f}, "encoder_tokens_per_s": {:.1f}, )"
-                     R"("tflops": {:.4f}, "mfu": {}, "peak_memory_mib": {:.1f}, "threads": {}}})",
+                     R"("step_gflop": {:.6g}, "tflops": {:.4f}, "mfu": {}, "peak_memory_mib": {:.1f}, "threads": {}}})",
                      tool, commit, libtorch, device, precision, objective, model, parameters, batch, steps, seconds,
                      1000 * seconds / static_cast<double>(std::max<int64_t>(steps, 1)), images_per_s,
-                     encoder_tokens_per_s, tflops, mfu ? fmt::format("{:.4f}", *mfu) : std::string("null"),
+                     encoder_tokens_per_s, step_gflop, tflops, mfu ? fmt::format("{:.4f}", *mfu) : std::string("null"),
                      peak_memory_mib, threads);
 }
 

@@ -68,6 +68,7 @@ struct TrainBenchmark {
   std::string tool = "mdx-train", commit, libtorch, device, precision, objective, model;
   int64_t parameters = 0, batch = 0, steps = 0, threads = 0;
   double seconds = 0, images_per_s = 0, encoder_tokens_per_s = 0, tflops = 0, peak_memory_mib = 0;
+  double step_gflop = 0;  // model FLOPs of a mean step (forward + backward), the measure of equal compute
   std::optional<double> mfu;  // when the device's peak is known (or --peak-tflops)
 
   std::string to_json() const;  // one line, what --benchmark prints
