@@ -1,7 +1,8 @@
 #!/bin/sh
 # The Fashion-MNIST recipe: a stage-gated pipeline over the mdx tools. Re-enter at any stage:
 #
-#   share/mdx/recipes/fashion-mnist.sh [--stage N] [--stop-stage N] [--dir DIR] [--demo]
+#   share/mdx/recipes/fashion-mnist.sh [--stage N] [--stop-stage N] [--dir DIR] [--demo | --compare]
+#                                      [--budget PRE,FT] [--seeds N] [--rows ROWS]
 #                                      [--cmd LAUNCHER] [--train-cmd LAUNCHER] [--extractor FILE.pt]
 #
 #   stage 1  tokenize     IDX files -> train.h5, test.h5 (+ the subsets of the smaller-scale rows'
@@ -25,6 +26,15 @@
 # --demo: about 15 minutes on 2 cores, in two one-thread lanes: UMD (the main row) at a scale where
 # its probe and samples are real, in the background; the other rows at a smaller scale beside it.
 #
+# --compare: every row at the main scale (the demo's UMD model) and at equal training compute: UMD's
+# PRE pre-training and FT fine-tuning steps of 64 (--budget, default 1000,800: the demo's main row) set
+# the model FLOPs of each phase (mdx-train --benchmark's step_gflop), and every other row takes the
+# steps that cost the same. Probes on the full sets; 10 000 samples per row (five draws of 2 000,
+# seeds 0-4: the spread of the sampling seed) against all 10 000 test images, 10 000 training images
+# as the floor; the checkpoints kept at half of each phase give each curve a second point (a probe;
+# 2 000 samples). --seeds N adds training seeds 1..N-1 of umd and dit (rows umd-seed1, ...): the
+# spread of the training seed. --rows limits the rows (default: all). Two one-thread lanes.
+#
 # --cmd runs every command through a launcher; --train-cmd the training commands (default: --cmd).
 # The templates in share/mdx/slurm/ are such launchers (they also run under plain bash):
 #   --cmd "sbatch --wait share/mdx/slurm/cpu.sbatch" --train-cmd "sbatch --wait share/mdx/slurm/gpu-train.sbatch"
@@ -37,6 +47,10 @@ stage=1
 stop_stage=100
 dir=exp/fashion-mnist
 demo=0
+compare=0
+budget=1000,800
+seeds=1
+rows=""
 cmd=""
 train_cmd=""
 train_cmd_set=0
@@ -44,14 +58,18 @@ extractor=""
 data=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 names="T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot"
 objectives="umd mae ldae dit mage lmd latent-umd"
-# What each row trains: its objective and token space.
+# A row is an objective, or an objective and a training seed (umd-seed1).
+base() { echo "${1%-seed*}"; }
+seed_args() { case $1 in *-seed*) echo "--seed ${1##*-seed}" ;; esac; }
+# What each row trains: its objective and token space (and seed).
 train_args() {
-  case $1 in
+  seed_args "$1"
+  case $(base "$1") in
     ldae) echo "--objective ldae --tokenizer $dir/pca.h5" ;;
     mage) echo "--objective mage --tokenizer $dir/vq.h5" ;;
     lmd) echo "--objective mae --tokenizer $dir/vae.h5 --mask-policy lmd-cosine" ;;
     latent-umd) echo "--objective umd --tokenizer $dir/vae.h5" ;;
-    *) echo "--objective $1" ;;
+    *) echo "--objective $(base "$1")" ;;
   esac
 }
 
@@ -62,6 +80,10 @@ while [ $# -gt 0 ]; do
     --stop-stage) stop_stage=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
     --demo) demo=1; shift ;;
+    --compare) compare=1; shift ;;
+    --budget) budget=$2; shift 2 ;;
+    --seeds) seeds=$2; shift 2 ;;
+    --rows) rows=$2; shift 2 ;;
     --cmd) cmd=$2; shift 2 ;;
     --train-cmd) train_cmd=$2; train_cmd_set=1; shift 2 ;;
     --extractor) extractor=$2; shift 2 ;;
@@ -70,6 +92,20 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$train_cmd_set" = 1 ] || train_cmd=$cmd
+if [ "$demo" = 1 ] && [ "$compare" = 1 ]; then
+  echo "fashion-mnist.sh: error: --demo and --compare are two scales: give one" >&2; exit 2
+fi
+case $budget in
+  *[!0-9,]*|*,*,*) budget_ok=0 ;;
+  [0-9]*,[0-9]*) budget_ok=1 ;;
+  *) budget_ok=0 ;;
+esac
+if [ "$budget_ok" = 0 ]; then
+  echo "fashion-mnist.sh: error: --budget takes PRE,FT steps (e.g. 1000,800), not '$budget'" >&2; exit 2
+fi
+case $seeds in
+  ""|*[!0-9]*|0) echo "fashion-mnist.sh: error: --seeds takes a count >= 1, not '$seeds'" >&2; exit 2 ;;
+esac
 
 bin=${MDX_BIN:+$MDX_BIN/}
 share=$(cd "$(dirname "$0")/.." && pwd)
@@ -99,7 +135,9 @@ timed() {
   echo $(( $(date +%s) - start )) > "$file"
 }
 
-if [ "$demo" = 1 ]; then
+draws=1  # sample draws per row (seeds 0, 1, ...), each --per-class $per_class
+half=0   # 1: the checkpoints at half of each phase are evaluated too (--compare's curves)
+if [ "$demo" = 1 ] || [ "$compare" = 1 ]; then
   # 2 CPU cores, about 15 minutes, in two single-threaded lanes: UMD, the main row, at the scale
   # where its results are real (a 192-wide model on 7x7 patches: 16 tokens, cheap attention; ~5 min
   # pre-train, ~6 min generation fine-tune); beside it the tokenizers, the strips and the other six
@@ -120,6 +158,14 @@ if [ "$demo" = 1 ]; then
   cfg=3
   # The tokenizers at demo scale: patch-wise (an MLP per 4x4 patch), a few hundred steps.
   coder="--form patch --patch 4 --width 128 --steps 300 --batch 128 --lr 3e-3"
+  if [ "$compare" = 1 ]; then
+    # Every row at the main scale; the steps of each phase come from the --budget (equal_steps).
+    model=$main_model
+    pretrain="--batch 64 --lr 1e-3 --preview-every 0 --log-every 10"
+    finetune="--batch 64 --lr 1e-3 --ema 0.995 --preview-every 0 --log-every 10"
+    main_pretrain=$pretrain main_finetune=$finetune
+    probe_train=0 probe_test=0 per_class=200 draws=5 half=1
+  fi
 else
   lanes=1
   model="--model s --patch 4"
@@ -133,9 +179,72 @@ fi
 embed_args="--pool cls+mean --blocks 4"
 # The main row at the main scale, the others at theirs (the same in the full run).
 main=umd
+if [ "$compare" = 1 ]; then
+  # The training seeds of umd and dit beyond the first, as rows of their own.
+  n=1
+  while [ $n -lt "$seeds" ]; do objectives="$objectives umd-seed$n dit-seed$n"; n=$(( n + 1 )); done
+  if [ -n "$rows" ]; then
+    for r in $(echo "$rows" | tr , ' '); do
+      case " $objectives " in *" $r "*) ;; *) echo "fashion-mnist.sh: error: --rows: no row '$r' (rows: $objectives)" >&2; exit 2 ;; esac
+    done
+    objectives=$(echo "$rows" | tr , ' ')
+  fi
+fi
 others=$(for o in $objectives; do [ "$o" = "$main" ] || printf '%s ' "$o"; done)
 scale() {
   if [ "$1" = "$main" ]; then echo "$main_model $2"; else echo "$model $3"; fi
+}
+
+# --compare's measure of compute: the model FLOPs of a step (mdx-train --benchmark's step_gflop),
+# measured once per row and phase into DIR/flops/<row>.<phase>.json. step_gflop NAME ARGS...
+step_gflop() {
+  name=$1; shift
+  mkdir -p "$dir/flops"
+  json=$dir/flops/$name.json
+  if [ ! -s "$json" ]; then
+    run_train "${bin}mdx-train" "$dir/train.h5" "$@" --benchmark 4 -o "$dir/flops/$name.ckpt.h5" > "$json.tmp"
+    mv "$json.tmp" "$json"
+  fi
+  /usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["step_gflop"])' "$json"
+}
+# The steps of a row's phase that cost what UMD's steps of that phase (--budget) cost: equal_steps
+# ROW PHASE ARGS... (ARGS: the phase's training arguments, without --steps).
+equal_steps() {
+  row=$1 phase=$2; shift 2
+  # shellcheck disable=SC2046
+  ref=$(step_gflop "reference.$phase" $(phase_reference "$phase"))
+  own=$(step_gflop "$(base "$row").$phase" "$@")
+  case $phase in pretrain) n=${budget%,*} ;; *) n=${budget#*,} ;; esac
+  awk -v n="$n" -v ref="$ref" -v own="$own" 'BEGIN { printf "%d\n", n * ref / own + 0.5 }'
+}
+# UMD's phases in pixels: the reference of equal compute.
+phase_reference() {
+  case $1 in
+    pretrain) echo "--objective umd $model $pretrain" ;;
+    finetune) echo "--objective umd --class-cond --rep-share 0.05 --noisy-mask-ratio 0 --beta2 0.999 --weight-decay 0 $model $finetune" ;;
+  esac
+}
+# The arguments of a row's phase: its scale's, and at --compare the steps of equal compute and a
+# checkpoint kept at half of them. phase_args ROW PHASE ARGS... (ARGS: what the phase trains).
+phase_args() {
+  row=$1 phase=$2; shift 2
+  if [ "$phase" = pretrain ]; then own=$(scale "$row" "$main_pretrain" "$pretrain"); else own=$(scale "$row" "$main_finetune" "$finetune"); fi
+  if [ "$compare" = 1 ]; then
+    # shellcheck disable=SC2086
+    n=$(equal_steps "$row" "$phase" "$@" $own)
+    echo "$own --steps $n --keep-every $(( (n + 1) / 2 ))"
+  else
+    echo "$own"
+  fi
+}
+# The checkpoint kept at half of a phase (--compare): the one <stem>.step<N>.h5 beside it.
+half_of() {
+  set -- "$1" "${1%.h5}".step*.h5
+  if [ ! -f "$2" ]; then
+    echo "fashion-mnist.sh: error: no checkpoint kept beside $1 (trained without --compare?)" >&2
+    exit 1
+  fi
+  echo "$2"
 }
 
 if step 1; then
@@ -221,22 +330,32 @@ pipeline() {
   shift
   for objective in "$@"; do
     if has 4; then
-      # shellcheck disable=SC2086
-      timed "$dir/$objective.seconds" run_train "${bin}mdx-train" "$dir/train.h5" $(train_args $objective) \
-        $(scale $objective "$main_pretrain" "$pretrain") -o "$dir/$objective.ckpt.h5"
+      # shellcheck disable=SC2046
+      args=$(phase_args "$objective" pretrain $(train_args "$objective"))
+      # shellcheck disable=SC2046,SC2086
+      timed "$dir/$objective.seconds" run_train "${bin}mdx-train" "$dir/train.h5" $(train_args "$objective") \
+        $args -o "$dir/$objective.ckpt.h5"
     fi
-    if has 5; then
-      mkdir -p "$dir/emb"
-      for split in train test; do
-        # shellcheck disable=SC2086
-        run "${bin}mdx-embed" "$dir/$objective.ckpt.h5" "$(probe_table $objective $split)" $embed_args \
-          -o "$dir/emb/$objective.$split.h5"
-      done
-    fi
-    if has 6; then
-      mkdir -p "$dir/probe"
-      run "${bin}mdx-probe" "$dir/emb/$objective.train.h5" "$dir/emb/$objective.test.h5" > "$dir/probe/$objective.json"
-    fi
+    # The final checkpoint, and at --compare the one kept at half of the phase (name.half).
+    evaluated="$objective:$dir/$objective.ckpt.h5"
+    if [ "$half" = 1 ] && has 5; then evaluated="$evaluated $objective.half:$(half_of "$dir/$objective.ckpt.h5")"; fi
+    for point in $evaluated; do
+      name=${point%%:*} ckpt=${point#*:}
+      if has 5; then
+        mkdir -p "$dir/emb"
+        for split in train test; do
+          # shellcheck disable=SC2086
+          run "${bin}mdx-embed" "$ckpt" "$(probe_table $objective $split)" $embed_args \
+            -o "$dir/emb/$name.$split.h5"
+        done
+      fi
+      if has 6; then
+        mkdir -p "$dir/probe"
+        run "${bin}mdx-probe" "$dir/emb/$name.train.h5" "$dir/emb/$name.test.h5" > "$dir/probe/$name.json"
+        # At --compare the features are read once: 1.5 GB per row, kept no longer.
+        if [ "$compare" = 1 ]; then rm -f "$dir/emb/$name.train.h5" "$dir/emb/$name.test.h5"; fi
+      fi
+    done
     if has 7; then
       mkdir -p "$dir/gen"
       # UMD's own generation fine-tune (SPEC: labels on, r = 0.05, no masking, AdamW beta2 0.999 and
@@ -244,26 +363,62 @@ pipeline() {
       # class-conditional (MaskGIT samples it); the others become class-conditional DiTs from their
       # pre-trained (raw) weights, in their token space (lmd: the VAE's latent), with the same
       # optimizer. Same steps for all rows of one scale: equal compute.
-      case $objective in
+      case $(base "$objective") in
         umd|latent-umd) extra="--objective umd --rep-share 0.05 --noisy-mask-ratio 0" ;;
         mage) extra="--objective mage" ;;
         *) extra="--objective dit" ;;
       esac
+      tune="--init $dir/$objective.ckpt.h5 --class-cond --beta2 0.999 --weight-decay 0 $extra $(seed_args "$objective")"
       # shellcheck disable=SC2086
-      timed "$dir/gen/$objective.seconds" run_train "${bin}mdx-train" "$dir/train.h5" --init "$dir/$objective.ckpt.h5" \
-        --class-cond --beta2 0.999 --weight-decay 0 $extra $(scale $objective "$main_finetune" "$finetune") \
+      args=$(phase_args "$objective" finetune $tune)
+      # shellcheck disable=SC2086
+      timed "$dir/gen/$objective.seconds" run_train "${bin}mdx-train" "$dir/train.h5" $tune $args \
         -o "$dir/gen/$objective.ckpt.h5"
     fi
     if has 8; then
       mkdir -p "$dir/samples"
       steps=$sample_steps
       [ $objective = mage ] && steps=12  # MaskGIT's iterations
-      timed "$dir/samples/$objective.seconds" run "${bin}mdx-sample" "$dir/gen/$objective.ckpt.h5" \
-        --per-class $per_class --steps $steps --cfg $cfg \
-        -o "$dir/samples/$objective.h5" --grid "$dir/samples/$objective.png"
+      if [ "$draws" = 1 ]; then
+        timed "$dir/samples/$objective.seconds" run "${bin}mdx-sample" "$dir/gen/$objective.ckpt.h5" \
+          --per-class $per_class --steps $steps --cfg $cfg \
+          -o "$dir/samples/$objective.h5" --grid "$dir/samples/$objective.png"
+      else
+        # Draws of the sampling seeds 0, 1, ... (each a set of its own for the spread), then one table.
+        start=$(date +%s)
+        d=0 parts=""
+        while [ $d -lt "$draws" ]; do
+          grid=""
+          [ $d = 0 ] && grid="--grid $dir/samples/$objective.png"
+          # shellcheck disable=SC2086
+          run "${bin}mdx-sample" "$dir/gen/$objective.ckpt.h5" --per-class $per_class --steps $steps --cfg $cfg \
+            --seed $d -o "$dir/samples/$objective.draw$d.h5" $grid
+          parts="$parts $dir/samples/$objective.draw$d.h5"
+          d=$(( d + 1 ))
+        done
+        echo $(( $(date +%s) - start )) > "$dir/samples/$objective.seconds"
+        # shellcheck disable=SC2086
+        run "${bin}mdx-tokenize" $parts -o "$dir/samples/$objective.h5"
+      fi
+      if [ "$half" = 1 ]; then
+        # The fine-tune's checkpoint at half its steps: one draw (seed 0), for the curve.
+        run "${bin}mdx-sample" "$(half_of "$dir/gen/$objective.ckpt.h5")" --per-class $per_class --steps $steps \
+          --cfg $cfg -o "$dir/samples/$objective.half.h5"
+      fi
     fi
   done
 }
+
+# The two lanes' rows: the main row alone (--demo), or at --compare UMD and DiT (and their seeds) in
+# one lane and the others, after the token spaces they need, in the other, in the order given.
+if [ "$compare" = 1 ]; then
+  main_rows="" other_rows=""
+  for o in $objectives; do
+    case $(base "$o") in umd|dit) main_rows="$main_rows $o" ;; *) other_rows="$other_rows $o" ;; esac
+  done
+else
+  main_rows=$main other_rows=$others
+fi
 
 if [ "$lanes" = 2 ]; then
   # One thread per lane. The main lane (in the background, its log in DIR/logs/<main>.log): the
@@ -271,22 +426,31 @@ if [ "$lanes" = 2 ]; then
   # fine-tune and samples. This lane: the token spaces, the strips, the pixel probes, the other rows.
   mkdir -p "$dir/logs"
   export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+  if [ "$compare" = 1 ] && step 4; then
+    # The reference of equal compute, measured once before the lanes share it.
+    # shellcheck disable=SC2046
+    step_gflop reference.pretrain $(phase_reference pretrain) > /dev/null
+    # shellcheck disable=SC2046
+    step_gflop reference.finetune $(phase_reference finetune) > /dev/null
+  fi
   main_lane() {
     classifier
-    pipeline 4 "$main"
-    pipeline "5 6" "$main" > "$dir/logs/$main-probe.log" 2>&1 &
-    probe_job=$!
-    pipeline "7 8" "$main"
-    wait $probe_job || { echo "fashion-mnist.sh: error: the $main row's probe failed (see $dir/logs/$main-probe.log)" >&2; exit 1; }
+    for row in $main_rows; do
+      pipeline 4 "$row"
+      pipeline "5 6" "$row" > "$dir/logs/$row-probe.log" 2>&1 &
+      probe_job=$!
+      pipeline "7 8" "$row"
+      wait $probe_job || { echo "fashion-mnist.sh: error: the $row row's probe failed (see $dir/logs/$row-probe.log)" >&2; exit 1; }
+    done
   }
-  echo "fashion-mnist.sh: the $main row runs in the background; its log: $dir/logs/$main.log" >&2
+  echo "fashion-mnist.sh: the rows$main_rows run in the background; their log: $dir/logs/$main.log" >&2
   main_lane > "$dir/logs/$main.log" 2>&1 &
   main_job=$!
   prepare
   # shellcheck disable=SC2086
-  pipeline "4 5 6 7 8" $others
+  pipeline "4 5 6 7 8" $other_rows
   if ! wait $main_job; then
-    echo "fashion-mnist.sh: error: the $main row failed; the end of $dir/logs/$main.log:" >&2
+    echo "fashion-mnist.sh: error: the rows$main_rows failed; the end of $dir/logs/$main.log:" >&2
     tail -n 20 "$dir/logs/$main.log" >&2
     exit 1
   fi
@@ -312,24 +476,38 @@ if step 9; then
   # biased by the sample count, so the floor uses the same count).
   # shellcheck disable=SC2086
   run "${bin}mdx-fid" "$dir/test-probe.h5" --save-stats "$dir/fid/test.stats.h5" $features > /dev/null
-  run "${bin}mdx-tokenize" "$dir/train.h5" --limit $(( 10 * per_class )) -o "$dir/fid/train-floor.h5"
-  # shellcheck disable=SC2086
-  run "${bin}mdx-fid" "$dir/fid/train-floor.h5" "$dir/fid/test.stats.h5" $features > "$dir/fid/data.json"
+  # What is measured, as name:table pairs: the floor, each row's samples (at --compare also each
+  # draw, with a floor of one draw's size, and the samples at half of the fine-tune).
+  run "${bin}mdx-tokenize" "$dir/train.h5" --limit $(( 10 * per_class * draws )) -o "$dir/fid/train-floor.h5"
+  measured="data:$dir/fid/train-floor.h5"
+  if [ "$draws" -gt 1 ] || [ "$half" = 1 ]; then
+    run "${bin}mdx-tokenize" "$dir/train.h5" --limit $(( 10 * per_class )) -o "$dir/fid/train-floor.draw.h5"
+    measured="$measured data.draw:$dir/fid/train-floor.draw.h5"
+  fi
   for objective in $objectives; do
-    # shellcheck disable=SC2086
-    run "${bin}mdx-fid" "$dir/samples/$objective.h5" "$dir/fid/test.stats.h5" $features > "$dir/fid/$objective.json"
+    measured="$measured $objective:$dir/samples/$objective.h5"
+    d=0
+    while [ "$draws" -gt 1 ] && [ $d -lt "$draws" ]; do
+      measured="$measured $objective.draw$d:$dir/samples/$objective.draw$d.h5"
+      d=$(( d + 1 ))
+    done
+    if [ "$half" = 1 ]; then measured="$measured $objective.half:$dir/samples/$objective.half.h5"; fi
   done
-  # The share of each row's samples the classifier names as the class asked for (one JSON line per
-  # table, in the order given), and of the floor's training images.
+  tables=""
+  for point in $measured; do
+    # shellcheck disable=SC2086
+    run "${bin}mdx-fid" "${point#*:}" "$dir/fid/test.stats.h5" $features > "$dir/fid/${point%%:*}.json"
+    tables="$tables ${point#*:}"
+  done
+  # The share of each table's images the classifier names as the class asked for (one JSON line per
+  # table, in the order given): the samples', and the floor's training images.
   if [ -f "$classifier" ]; then
-    tables="$dir/fid/train-floor.h5"
-    for objective in $objectives; do tables="$tables $dir/samples/$objective.h5"; done
     # shellcheck disable=SC2086
     run /usr/bin/python3 "$share/fashion_mnist_extractor.py" --model "$classifier" --classify $tables \
       > "$dir/fid/classified.jsonl"
     n=1
-    for name in data $objectives; do
-      sed -n "${n}p" "$dir/fid/classified.jsonl" > "$dir/fid/$name.class.json"
+    for point in $measured; do
+      sed -n "${n}p" "$dir/fid/classified.jsonl" > "$dir/fid/${point%%:*}.class.json"
       n=$(( n + 1 ))
     done
   fi
