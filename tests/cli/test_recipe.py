@@ -157,6 +157,55 @@ class Recipe(ToolTest):
                                                    {"tables": "10000 / 1666", "top1": 0.85}])
         for png in ("loss-curves.png", "compute.png"):
             self.assertTrue(os.path.getsize(os.path.join(d, png)) > 1000)
+        self.assertFalse(os.path.exists(os.path.join(d, "compare.png")))  # not a --compare run
+
+    def test_report_of_a_comparison_at_equal_compute(self):
+        d = self.dir
+        for sub in ("gen", "probe", "fid", "flops"):
+            os.makedirs(os.path.join(d, sub))
+        # umd and its seed 1, and dit: pre-training and fine-tune steps, each phase's FLOPs per step.
+        runs = (("umd", 10, 8, 0.80, [30.0, 34.0]), ("umd-seed1", 10, 8, 0.84, [36.0, 40.0]),
+                ("dit", 7, 8, 0.78, [50.0, 54.0]))
+        dump({"step_gflop": 14.0}, d, "flops", "umd.pretrain.json")
+        dump({"step_gflop": 20.0}, d, "flops", "umd.finetune.json")
+        dump({"step_gflop": 20.0}, d, "flops", "dit.pretrain.json")
+        dump({"step_gflop": 20.0}, d, "flops", "dit.finetune.json")
+        for name, pre, ft, top1, draws in runs:
+            with open(os.path.join(d, f"{name}.ckpt.metrics.jsonl"), "w") as f:
+                f.write(json.dumps({"step": pre, "loss": 0.2, "images_per_s": 10.0}) + "\n")
+            with open(os.path.join(d, "gen", f"{name}.ckpt.metrics.jsonl"), "w") as f:
+                f.write(json.dumps({"step": ft, "loss": 0.1, "images_per_s": 10.0}) + "\n")
+            dump(100, d, f"{name}.seconds")
+            dump(50, d, "gen", f"{name}.seconds")
+            dump({"top1": top1, "train": {"rows": 60000}, "test": {"rows": 10000}}, d, "probe", f"{name}.json")
+            dump({"top1": top1 - 0.02}, d, "probe", f"{name}.half.json")
+            dump({"fid": sum(draws) / 2 - 5, "inputs": [{"count": 4000}]}, d, "fid", f"{name}.json")
+            for i, v in enumerate(draws):
+                dump({"fid": v, "inputs": [{"count": 2000}]}, d, "fid", f"{name}.draw{i}.json")
+            dump({"fid": 2 * draws[0]}, d, "fid", f"{name}.half.json")
+            dump({"class_accuracy": 0.6}, d, "fid", f"{name}.class.json")
+            dump({"class_accuracy": 0.4}, d, "fid", f"{name}.half.class.json")
+        dump({"top1": 0.8435, "train": {"rows": 60000}, "test": {"rows": 10000}}, d, "probe", "pixels.json")
+        dump({"fid": 2.0}, d, "fid", "data.json")
+        dump({"fid": 4.0}, d, "fid", "data.draw.json")
+        r = sh("/usr/bin/python3", os.path.join(SOURCE, "share", "mdx", "recipes", "report.py"), d)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # umd: 10 x 14 + 8 x 20 GFLOP = 0.3 TFLOP; dit 7 x 20 + 8 x 20 = 0.3; the draws' mean and range.
+        self.assertIn("| umd | 10 | 8 | 0.3 | 150 | 78.00 / 80.00 | 27.00 | 32.00 (30.00-34.00) | 60.00 | 60.0 % |  |",
+                      r.stdout)
+        self.assertIn("| dit | 7 | 8 | 0.3 | 150 | 76.00 / 78.00 | 47.00 | 52.00 (50.00-54.00) |", r.stdout)
+        self.assertIn("FID, 4000 samples | FID, 2000 samples: mean", r.stdout)
+        self.assertIn("| dit | equal compute | 7 |", r.stdout)  # fewer steps, not a smaller scale
+        self.assertIn("| training images (floor) | | | | | | 2.00 | 4.00 | | | |", r.stdout)
+        # The seeds of umd: probe 80 and 84, FID 27 and 33.
+        self.assertIn("| umd | 2 | 82.00 (80.00-84.00) | 30.00 (27.00-33.00) | 60.0 (60.0-60.0) |", r.stdout)
+        with open(os.path.join(d, "results.json")) as f:
+            rows = json.load(f)["compare"]["rows"]
+        self.assertEqual([c["row"] for c in rows], ["umd", "umd-seed1", "dit"])
+        self.assertAlmostEqual(rows[0]["pretrain_tflop"], 0.14)
+        self.assertAlmostEqual(rows[0]["probe_half_tflop"], 0.07)  # the kept step: 5 of 10
+        self.assertAlmostEqual(rows[2]["half_tflop"], 0.14 + 0.08)  # dit: all its pre-training, 4 of 8 steps
+        self.assertTrue(os.path.getsize(os.path.join(d, "compare.png")) > 1000)
 
 
 if __name__ == "__main__":
