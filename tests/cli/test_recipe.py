@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from mdxtest import SOURCE, ToolTest, tool  # noqa: E402
+from mdxtest import BIN, SOURCE, ToolTest, tool  # noqa: E402
 
 RECIPE = os.path.join(SOURCE, "share", "mdx", "recipes", "fashion-mnist.sh")
 SLURM = os.path.join(SOURCE, "share", "mdx", "slurm")
@@ -78,6 +78,19 @@ class Recipe(ToolTest):
             time.sleep(0.05)
         else:
             self.fail(f"the command {child} outlived the recipe")
+
+    def test_a_failed_stage_leaves_no_report(self):
+        # The probe of stage 6 fails on a table that is not HDF5: its JSON report is not left empty
+        # (a later stage or the report would read it), nor is a temporary file.
+        d = self.path("exp")
+        os.makedirs(d)
+        for split in ("train", "test"):
+            with open(os.path.join(d, f"{split}.h5"), "wb") as f:
+                f.write(b"not an HDF5 file")
+        r = sh("sh", RECIPE, "--dir", d, "--stage", "6", "--stop-stage", "6", env={"MDX_BIN": BIN})
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("mdx-probe", r.stderr)
+        self.assertEqual(os.listdir(os.path.join(d, "probe")), [])
 
     def test_cpu_template_runs_an_array_task_on_one_machine(self):
         table = self.fmnist_table(90)

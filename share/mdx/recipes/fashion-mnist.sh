@@ -127,12 +127,24 @@ run_train() {
   echo "fashion-mnist.sh: $*" >&2
   wait_for $train_cmd "$@"
 }
-# Seconds of a command, appended to a file (the report's training times).
+# Seconds of a command, into a file (the report's training times).
 timed() {
-  file=$1; shift
-  start=$(date +%s)
+  timed_file=$1; shift
+  timed_start=$(date +%s)
   "$@"
-  echo $(( $(date +%s) - start )) > "$file"
+  echo $(( $(date +%s) - timed_start )) > "$timed_file"
+}
+# A command's standard output into a file, whole or not at all: an interrupted or failed command
+# leaves no truncated report for a later stage to read.
+into() {
+  into_file=$1; shift
+  if "$@" > "$into_file.tmp"; then
+    mv "$into_file.tmp" "$into_file"
+  else
+    into_status=$?
+    rm -f "$into_file.tmp"
+    return $into_status
+  fi
 }
 
 draws=1  # sample draws per row (seeds 0, 1, ...), each --per-class $per_class
@@ -202,8 +214,7 @@ step_gflop() {
   mkdir -p "$dir/flops"
   json=$dir/flops/$name.json
   if [ ! -s "$json" ]; then
-    run_train "${bin}mdx-train" "$dir/train.h5" "$@" --benchmark 4 -o "$dir/flops/$name.ckpt.h5" > "$json.tmp"
-    mv "$json.tmp" "$json"
+    into "$json" run_train "${bin}mdx-train" "$dir/train.h5" "$@" --benchmark 4 -o "$dir/flops/$name.ckpt.h5"
   fi
   /usr/bin/python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["step_gflop"])' "$json"
 }
@@ -278,11 +289,11 @@ prepare() {
     run "${bin}mdx-pca-fit" "$dir/train.h5" --patch 4 --dim 8 -o "$dir/pca.h5"
     # 7x7 latent cells of 4 values (a quarter of the pixels' values), and 7x7 codes of 512.
     # shellcheck disable=SC2086
-    timed "$dir/vae.seconds" run_train "${bin}mdx-vae-fit" "$dir/train.h5" $coder --latent 4 --eval "$dir/test-probe.h5" \
-      -o "$dir/vae.h5" > "$dir/vae.eval.json"
+    timed "$dir/vae.seconds" into "$dir/vae.eval.json" run_train "${bin}mdx-vae-fit" "$dir/train.h5" $coder --latent 4 \
+      --eval "$dir/test-probe.h5" -o "$dir/vae.h5"
     # shellcheck disable=SC2086
-    timed "$dir/vq.seconds" run_train "${bin}mdx-vq-fit" "$dir/train.h5" $coder --codes 512 --eval "$dir/test-probe.h5" \
-      -o "$dir/vq.h5" > "$dir/vq.eval.json"
+    timed "$dir/vq.seconds" into "$dir/vq.eval.json" run_train "${bin}mdx-vq-fit" "$dir/train.h5" $coder --codes 512 \
+      --eval "$dir/test-probe.h5" -o "$dir/vq.h5"
   fi
   if step 3; then
     mkdir -p "$dir/strips"
@@ -305,9 +316,9 @@ prepare() {
   if step 6; then
     mkdir -p "$dir/probe"
     # The raw pixels are the baseline every representation must beat, on its own tables.
-    run "${bin}mdx-probe" "$dir/train.h5" "$dir/test.h5" > "$dir/probe/pixels.json"
+    into "$dir/probe/pixels.json" run "${bin}mdx-probe" "$dir/train.h5" "$dir/test.h5"
     if [ "$probe_train" -gt 0 ] || [ "$probe_test" -gt 0 ]; then
-      run "${bin}mdx-probe" "$dir/train-probe.h5" "$dir/test-probe.h5" > "$dir/probe/pixels-subsets.json"
+      into "$dir/probe/pixels-subsets.json" run "${bin}mdx-probe" "$dir/train-probe.h5" "$dir/test-probe.h5"
     fi
   fi
 }
@@ -316,8 +327,8 @@ prepare() {
 # distance of stage 9 and its head names the class of every sample.
 classifier() {
   if step 2 && [ -z "$extractor" ]; then
-    timed "$dir/classifier.seconds" run /usr/bin/python3 "$share/fashion_mnist_extractor.py" "$dir/train.h5" \
-      "$dir/test.h5" --epochs $classifier_epochs -o "$dir/classifier.pt" > "$dir/classifier.json"
+    timed "$dir/classifier.seconds" into "$dir/classifier.json" run /usr/bin/python3 "$share/fashion_mnist_extractor.py" \
+      "$dir/train.h5" "$dir/test.h5" --epochs $classifier_epochs -o "$dir/classifier.pt"
   fi
 }
 
@@ -351,7 +362,7 @@ pipeline() {
       fi
       if has 6; then
         mkdir -p "$dir/probe"
-        run "${bin}mdx-probe" "$dir/emb/$name.train.h5" "$dir/emb/$name.test.h5" > "$dir/probe/$name.json"
+        into "$dir/probe/$name.json" run "${bin}mdx-probe" "$dir/emb/$name.train.h5" "$dir/emb/$name.test.h5"
         # At --compare the features are read once: 1.5 GB per row, kept no longer.
         if [ "$compare" = 1 ]; then rm -f "$dir/emb/$name.train.h5" "$dir/emb/$name.test.h5"; fi
       fi
@@ -385,7 +396,7 @@ pipeline() {
           -o "$dir/samples/$objective.h5" --grid "$dir/samples/$objective.png"
       else
         # Draws of the sampling seeds 0, 1, ... (each a set of its own for the spread), then one table.
-        start=$(date +%s)
+        draws_start=$(date +%s)
         d=0 parts=""
         while [ $d -lt "$draws" ]; do
           grid=""
@@ -396,7 +407,7 @@ pipeline() {
           parts="$parts $dir/samples/$objective.draw$d.h5"
           d=$(( d + 1 ))
         done
-        echo $(( $(date +%s) - start )) > "$dir/samples/$objective.seconds"
+        echo $(( $(date +%s) - draws_start )) > "$dir/samples/$objective.seconds"
         # shellcheck disable=SC2086
         run "${bin}mdx-tokenize" $parts -o "$dir/samples/$objective.h5"
       fi
@@ -496,15 +507,15 @@ if step 9; then
   tables=""
   for point in $measured; do
     # shellcheck disable=SC2086
-    run "${bin}mdx-fid" "${point#*:}" "$dir/fid/test.stats.h5" $features > "$dir/fid/${point%%:*}.json"
+    into "$dir/fid/${point%%:*}.json" run "${bin}mdx-fid" "${point#*:}" "$dir/fid/test.stats.h5" $features
     tables="$tables ${point#*:}"
   done
   # The share of each table's images the classifier names as the class asked for (one JSON line per
   # table, in the order given): the samples', and the floor's training images.
   if [ -f "$classifier" ]; then
     # shellcheck disable=SC2086
-    run /usr/bin/python3 "$share/fashion_mnist_extractor.py" --model "$classifier" --classify $tables \
-      > "$dir/fid/classified.jsonl"
+    into "$dir/fid/classified.jsonl" run /usr/bin/python3 "$share/fashion_mnist_extractor.py" --model "$classifier" \
+      --classify $tables
     n=1
     for point in $measured; do
       sed -n "${n}p" "$dir/fid/classified.jsonl" > "$dir/fid/${point%%:*}.class.json"
