@@ -327,7 +327,8 @@ prepare() {
 # distance of stage 9 and its head names the class of every sample.
 classifier() {
   if step 2 && [ -z "$extractor" ]; then
-    timed "$dir/classifier.seconds" into "$dir/classifier.json" run /usr/bin/python3 "$share/fashion_mnist_extractor.py" \
+    # Its test accuracy, seed and epochs travel inside classifier.pt (and in every --classify line).
+    timed "$dir/classifier.seconds" run /usr/bin/python3 "$share/fashion_mnist_extractor.py" \
       "$dir/train.h5" "$dir/test.h5" --epochs $classifier_epochs -o "$dir/classifier.pt"
   fi
 }
