@@ -102,6 +102,20 @@ def row(d, objective):
     }
 
 
+def finish(ax, xlabel, ylabel):
+    """A panel's labels, grid and (when anything is labelled) legend, alike in every plot."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
+def save(fig, path):
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_losses(d, rows, path):
     """Loss / first loss against the step, one panel per stage, log scale (the objectives' losses
     are different quantities: each is drawn relative to its own start)."""
@@ -114,13 +128,8 @@ def plot_losses(d, rows, path):
                         color=COLOURS[base(r["objective"])], lw=1.5)
         ax.set_yscale("log")
         ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss / first loss")
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        finish(ax, "step", "loss / first loss")
+    save(fig, path)
 
 
 def plot_compute(rows, pixels, floor, path):
@@ -150,13 +159,8 @@ def plot_compute(rows, pixels, floor, path):
             if top1:
                 ax.axhline(100 * top1, color="grey", ls="--", lw=1, label="classifier on test images")
         ax.set_xscale("log")
-        ax.set_xlabel("training seconds" + (" (pre-train)" if len(cost) == 1 else " (pre-train + fine-tune)"))
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        finish(ax, "training seconds" + (" (pre-train)" if len(cost) == 1 else " (pre-train + fine-tune)"), label)
+    save(fig, path)
 
 
 def gflop(d, name):
@@ -189,7 +193,7 @@ def compare_row(d, r):
     pre_tf, ft_tf = tflop(pre, pre_g), tflop(ft, ft_g)
     half = lambda steps: (steps + 1) // 2 if steps else None  # noqa: E731  the kept step
     return {
-        "row": name, "objective": b, "pretrain_step_gflop": pre_g, "finetune_step_gflop": ft_g,
+        "row": name, "objective": b, "pretrain_steps": pre, "finetune_steps": ft, "pretrain_step_gflop": pre_g, "finetune_step_gflop": ft_g,
         "pretrain_tflop": pre_tf, "finetune_tflop": ft_tf,
         "training_tflop": pre_tf + ft_tf if pre_tf is not None and ft_tf is not None else None,
         "training_seconds": (r["pretrain_seconds"] or 0) + (r["finetune_seconds"] or 0)
@@ -221,7 +225,7 @@ def compare_tables(rows, pixels, floors):
     for c in rows:
         sp = c["fid_draws_spread"]
         draws = f"{sp['mean']:.2f} ({sp['min']:.2f}-{sp['max']:.2f})" if sp else ""
-        md.append(f"| {c['row']} | {fmt(c.get('pretrain_steps'), 'd')} | {fmt(c.get('finetune_steps'), 'd')} | "
+        md.append(f"| {c['row']} | {fmt(c['pretrain_steps'], 'd')} | {fmt(c['finetune_steps'], 'd')} | "
                   f"{fmt(c['training_tflop'], '.1f')} | {fmt(c['training_seconds'], 'd')} | "
                   f"{pct(c['probe_half_top1'])} / {pct(c['probe_top1'])} | {fmt(c['fid'], '.2f')} | {draws} | "
                   f"{fmt(c['fid_half'], '.2f')} | {fmt(c['class_accuracy'] and 100 * c['class_accuracy'], '.1f')} % | "
@@ -282,13 +286,8 @@ def plot_compare(rows, pixels, floor_draw, path):
               ("training TFLOP (pre-training + fine-tune)", "Frechet distance of a draw (classifier features)"),
               ("training TFLOP (pre-training + fine-tune)", "samples recognized as their class (%)"))
     for ax, (xl, yl) in zip(axes, titles):
-        ax.set_xlabel(xl)
-        ax.set_ylabel(yl)
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        finish(ax, xl, yl)
+    save(fig, path)
 
 
 def main():
@@ -307,8 +306,6 @@ def main():
               "raw_pixel_probes": [{"tables": tables(p), "top1": p.get("top1")} for p in pixels],
               "fid_train_vs_test": floor.get("fid") if floor else None, "fid_extractor": extractor,
               "training_images_recognized": known.get("class_accuracy") if known else None}
-    with open(os.path.join(d, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
     md = ["| row | scale | pre-train steps | first loss | final loss | images/s | pre-train s | probe tables | "
           "probe top-1 | fine-tune steps | fine-tune s | samples/s | FID | samples recognized |",
           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -334,15 +331,14 @@ def main():
     if floor:
         text += f"\nFID extractor: {json.dumps(extractor)}\n"
     if compare:
-        compared = [dict(compare_row(d, r), pretrain_steps=r["pretrain_steps"], finetune_steps=r["finetune_steps"])
-                    for r in rows]
+        compared = [compare_row(d, r) for r in rows]
         floors = (floor, load_json(os.path.join(d, "fid", "data.draw.json")))
         text += "\n## At equal training compute (--compare)\n\n" + compare_tables(compared, pixels, floors)
         result["compare"] = {"rows": compared, "fid_floor": floor and floor.get("fid"),
                              "fid_floor_draw": floors[1] and floors[1].get("fid")}
-        with open(os.path.join(d, "results.json"), "w") as f:
-            json.dump(result, f, indent=1)
         plot_compare(compared, pixels, floors[1], os.path.join(d, "compare.png"))
+    with open(os.path.join(d, "results.json"), "w") as f:
+        json.dump(result, f, indent=1)
     with open(os.path.join(d, "results.md"), "w") as f:
         f.write(text)
     print(text, end="")
