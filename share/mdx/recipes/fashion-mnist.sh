@@ -342,11 +342,12 @@ pipeline() {
   shift
   for objective in "$@"; do
     if has 4; then
-      # shellcheck disable=SC2046
-      args=$(phase_args "$objective" pretrain $(train_args "$objective"))
-      # shellcheck disable=SC2046,SC2086
-      timed "$dir/$objective.seconds" run_train "${bin}mdx-train" "$dir/train.h5" $(train_args "$objective") \
-        $args -o "$dir/$objective.ckpt.h5"
+      trains=$(train_args "$objective")
+      # shellcheck disable=SC2086
+      args=$(phase_args "$objective" pretrain $trains)
+      # shellcheck disable=SC2086
+      timed "$dir/$objective.seconds" run_train "${bin}mdx-train" "$dir/train.h5" $trains $args \
+        -o "$dir/$objective.ckpt.h5"
     fi
     # The final checkpoint, and at --compare the one kept at half of the phase (name.half).
     evaluated="$objective:$dir/$objective.ckpt.h5"
@@ -391,27 +392,27 @@ pipeline() {
       mkdir -p "$dir/samples"
       steps=$sample_steps
       [ $objective = mage ] && steps=12  # MaskGIT's iterations
-      if [ "$draws" = 1 ]; then
-        timed "$dir/samples/$objective.seconds" run "${bin}mdx-sample" "$dir/gen/$objective.ckpt.h5" \
-          --per-class $per_class --steps $steps --cfg $cfg \
-          -o "$dir/samples/$objective.h5" --grid "$dir/samples/$objective.png"
-      else
-        # Draws of the sampling seeds 0, 1, ... (each a set of its own for the spread), then one table.
-        draws_start=$(date +%s)
-        d=0 parts=""
-        while [ $d -lt "$draws" ]; do
-          grid=""
-          [ $d = 0 ] && grid="--grid $dir/samples/$objective.png"
-          # shellcheck disable=SC2086
-          run "${bin}mdx-sample" "$dir/gen/$objective.ckpt.h5" --per-class $per_class --steps $steps --cfg $cfg \
-            --seed $d -o "$dir/samples/$objective.draw$d.h5" $grid
-          parts="$parts $dir/samples/$objective.draw$d.h5"
-          d=$(( d + 1 ))
-        done
-        echo $(( $(date +%s) - draws_start )) > "$dir/samples/$objective.seconds"
+      # One draw into samples/<row>.h5; at --compare draws of the sampling seeds 0, 1, ... (each a
+      # set of its own, for the spread), then one table of them all. The grid shows the first.
+      draws_start=$(date +%s)
+      d=0 parts=""
+      while [ $d -lt "$draws" ]; do
+        if [ "$draws" = 1 ]; then
+          out="$dir/samples/$objective.h5" seed=""
+        else
+          out="$dir/samples/$objective.draw$d.h5" seed="--seed $d"
+        fi
+        grid=""
+        [ $d = 0 ] && grid="--grid $dir/samples/$objective.png"
         # shellcheck disable=SC2086
-        run "${bin}mdx-tokenize" $parts -o "$dir/samples/$objective.h5"
-      fi
+        run "${bin}mdx-sample" "$dir/gen/$objective.ckpt.h5" --per-class $per_class --steps $steps --cfg $cfg \
+          $seed -o "$out" $grid
+        parts="$parts $out"
+        d=$(( d + 1 ))
+      done
+      echo $(( $(date +%s) - draws_start )) > "$dir/samples/$objective.seconds"
+      # shellcheck disable=SC2086
+      if [ "$draws" -gt 1 ]; then run "${bin}mdx-tokenize" $parts -o "$dir/samples/$objective.h5"; fi
       if [ "$half" = 1 ]; then
         # The fine-tune's checkpoint at half its steps: one draw (seed 0), for the curve.
         run "${bin}mdx-sample" "$(half_of "$dir/gen/$objective.ckpt.h5")" --per-class $per_class --steps $steps \
