@@ -92,6 +92,44 @@ class Recipe(ToolTest):
         self.assertIn("mdx-probe", r.stderr)
         self.assertEqual(os.listdir(os.path.join(d, "probe")), [])
 
+    def test_rows_without_umd_or_dit_share_the_two_lanes(self):
+        # --compare --rows of three token-space rows: they alternate between the lanes (the
+        # background lane's log holds the first and third, the recipe's own stderr the second), and
+        # the lanes run at once. A stand-in mdx-train: --benchmark prints a step's FLOPs, training
+        # notes when it starts and ends.
+        fake = os.path.join(self.dir, "bin")
+        os.makedirs(fake)
+        times = self.path("times")
+        with open(os.path.join(fake, "mdx-train"), "w") as f:
+            f.write("#!/bin/sh\nout=; bench=0\n"
+                    "while [ $# -gt 0 ]; do case $1 in -o) out=$2; shift 2 ;; --benchmark) bench=1; shift 2 ;;"
+                    " *) shift ;; esac; done\n"
+                    "if [ $bench = 1 ]; then echo '{\"step_gflop\": 10.0}'; exit 0; fi\n"
+                    f"echo \"start $(basename $out) $(date +%s.%N)\" >> {times}\n"
+                    "sleep 2\n"
+                    f"echo \"end $(basename $out) $(date +%s.%N)\" >> {times}\n"
+                    "touch \"$out\"\n")
+        os.chmod(os.path.join(fake, "mdx-train"), 0o755)
+        d = self.path("exp")
+        r = sh("sh", RECIPE, "--compare", "--rows", "latent-umd,lmd,ldae", "--dir", d, "--stage", "4",
+               "--stop-stage", "4", env={"MDX_BIN": fake})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(d, "logs", "umd.log")) as f:
+            background = f.read()
+        self.assertIn("latent-umd.ckpt.h5", background)
+        self.assertIn("ldae.ckpt.h5", background)
+        self.assertNotIn("lmd.ckpt.h5", background)
+        self.assertIn("lmd.ckpt.h5", r.stderr)
+        self.assertNotIn("ldae.ckpt.h5", r.stderr)
+        at = {}
+        with open(times) as f:
+            for line in f:
+                what, name, t = line.split()
+                at[(what, name)] = float(t)
+        self.assertEqual(len(at), 6)
+        self.assertLess(at[("start", "lmd.ckpt.h5")], at[("end", "latent-umd.ckpt.h5")])
+        self.assertLess(at[("start", "latent-umd.ckpt.h5")], at[("end", "lmd.ckpt.h5")])
+
     def test_cpu_template_runs_an_array_task_on_one_machine(self):
         table = self.fmnist_table(90)
         parts = []

@@ -33,7 +33,9 @@
 # seeds 0-4: the spread of the sampling seed) against all 10 000 test images, 10 000 training images
 # as the floor; the checkpoints kept at half of each phase give each curve a second point (a probe;
 # 2 000 samples). --seeds N adds training seeds 1..N-1 of umd and dit (rows umd-seed1, ...): the
-# spread of the training seed. --rows limits the rows (default: all). Two one-thread lanes.
+# spread of the training seed. --rows limits the rows (default: all). Two one-thread lanes: umd and
+# dit (and their seeds) in one, the others in the other after the token spaces; rows without umd or
+# dit alternate between the lanes once the token spaces are made.
 #
 # --cmd runs every command through a launcher; --train-cmd the training commands (default: --cmd).
 # The templates in share/mdx/slurm/ are such launchers (they also run under plain bash):
@@ -424,11 +426,25 @@ pipeline() {
 
 # The two lanes' rows: the main row alone (--demo), or at --compare UMD and DiT (and their seeds) in
 # one lane and the others, after the token spaces they need, in the other, in the order given.
+# Without umd or dit among the rows (--rows), the token spaces come first and the rows alternate
+# between the lanes.
+prepared=0
 if [ "$compare" = 1 ]; then
   main_rows="" other_rows=""
   for o in $objectives; do
     case $(base "$o") in umd|dit) main_rows="$main_rows $o" ;; *) other_rows="$other_rows $o" ;; esac
   done
+  if [ -z "$main_rows" ]; then
+    export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+    prepare
+    prepared=1
+    n=0 rest=""
+    for o in $other_rows; do
+      if [ $(( n % 2 )) = 0 ]; then main_rows="$main_rows $o"; else rest="$rest $o"; fi
+      n=$(( n + 1 ))
+    done
+    other_rows=$rest
+  fi
 else
   main_rows=$main other_rows=$others
 fi
@@ -449,6 +465,7 @@ if [ "$lanes" = 2 ]; then
   main_lane() {
     classifier
     for row in $main_rows; do
+      if [ "$prepared" = 1 ]; then pipeline "4 5 6 7 8" "$row"; continue; fi
       pipeline 4 "$row"
       pipeline "5 6" "$row" > "$dir/logs/$row-probe.log" 2>&1 &
       probe_job=$!
@@ -459,7 +476,7 @@ if [ "$lanes" = 2 ]; then
   echo "fashion-mnist.sh: the rows$main_rows run in the background; their log: $dir/logs/$main.log" >&2
   main_lane > "$dir/logs/$main.log" 2>&1 &
   main_job=$!
-  prepare
+  [ "$prepared" = 1 ] || prepare
   # shellcheck disable=SC2086
   pipeline "4 5 6 7 8" $other_rows
   if ! wait $main_job; then
