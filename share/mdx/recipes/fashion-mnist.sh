@@ -429,13 +429,14 @@ pipeline() {
 # Without umd or dit among the rows (--rows), the token spaces come first and the rows alternate
 # between the lanes.
 prepared=0
+# One thread per lane.
+[ "$lanes" = 2 ] && export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 if [ "$compare" = 1 ]; then
   main_rows="" other_rows=""
   for o in $objectives; do
     case $(base "$o") in umd|dit) main_rows="$main_rows $o" ;; *) other_rows="$other_rows $o" ;; esac
   done
   if [ -z "$main_rows" ]; then
-    export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
     prepare
     prepared=1
     n=0 rest=""
@@ -450,11 +451,10 @@ else
 fi
 
 if [ "$lanes" = 2 ]; then
-  # One thread per lane. The main lane (in the background, its log in DIR/logs/<main>.log): the
+  # The main lane (in the background, its log in DIR/logs/<main>.log): the
   # classifier, the main row's pre-training, then its embedding and probe as a third process beside its
   # fine-tune and samples. This lane: the token spaces, the strips, the pixel probes, the other rows.
   mkdir -p "$dir/logs"
-  export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
   if [ "$compare" = 1 ] && step 4; then
     # The reference of equal compute, measured once before the lanes share it.
     # shellcheck disable=SC2046
