@@ -114,7 +114,9 @@ class Recipe(ToolTest):
         r = sh("sh", RECIPE, "--compare", "--rows", "latent-umd,lmd,ldae", "--dir", d, "--stage", "4",
                "--stop-stage", "4", env={"MDX_BIN": fake})
         self.assertEqual(r.returncode, 0, r.stderr)
-        with open(os.path.join(d, "logs", "umd.log")) as f:
+        # The background lane's log is named after its first row (not umd.log: no umd runs).
+        self.assertFalse(os.path.exists(os.path.join(d, "logs", "umd.log")))
+        with open(os.path.join(d, "logs", "latent-umd.log")) as f:
             background = f.read()
         self.assertIn("latent-umd.ckpt.h5", background)
         self.assertIn("ldae.ckpt.h5", background)
@@ -129,6 +131,37 @@ class Recipe(ToolTest):
         self.assertEqual(len(at), 6)
         self.assertLess(at[("start", "lmd.ckpt.h5")], at[("end", "latent-umd.ckpt.h5")])
         self.assertLess(at[("start", "latent-umd.ckpt.h5")], at[("end", "lmd.ckpt.h5")])
+
+    def test_compare_fine_tune_ema_follows_its_steps(self):
+        # At --compare each row's fine-tune EMA decay is 1 - 4/steps: the same e^-4 share of its
+        # first weights left at the end for a row of 250 steps as for one of 800 (0.995). A
+        # stand-in mdx-train prints a step's FLOPs at --benchmark and records what it trains with.
+        fake = os.path.join(self.dir, "bin")
+        os.makedirs(fake)
+        calls = self.path("calls")
+        with open(os.path.join(fake, "mdx-train"), "w") as f:
+            f.write("#!/bin/sh\nout=; bench=0\n"
+                    f"args=\"$*\"\n"
+                    "while [ $# -gt 0 ]; do case $1 in -o) out=$2; shift 2 ;; --benchmark) bench=1; shift 2 ;;"
+                    " *) shift ;; esac; done\n"
+                    "if [ $bench = 1 ]; then echo '{\"step_gflop\": 10.0}'; exit 0; fi\n"
+                    f"echo \"$args\" >> {calls}\n"
+                    "touch \"$out\"\n")
+        os.chmod(os.path.join(fake, "mdx-train"), 0o755)
+        for budget, steps, ema in (("100,250", 250, 0.984), ("100,800", 800, 0.995)):
+            with self.subTest(budget=budget):
+                if os.path.exists(calls):
+                    os.remove(calls)
+                r = sh("sh", RECIPE, "--compare", "--rows", "lmd", "--budget", budget, "--dir",
+                       self.path("exp" + budget), "--stage", "7", "--stop-stage", "7", env={"MDX_BIN": fake})
+                self.assertEqual(r.returncode, 0, r.stderr)
+                with open(calls) as f:
+                    (line,) = f.read().splitlines()
+                args = line.split()
+                self.assertEqual(args.count("--ema"), 1, line)
+                self.assertEqual(float(args[args.index("--ema") + 1]), ema)
+                self.assertEqual(int(args[args.index("--steps") + 1]), steps)
+                self.assertIn("--class-cond", args)
 
     def test_cpu_template_runs_an_array_task_on_one_machine(self):
         table = self.fmnist_table(90)

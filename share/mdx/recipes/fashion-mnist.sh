@@ -29,7 +29,7 @@
 # --compare: every row at the main scale (the demo's UMD model) and at equal training compute: UMD's
 # PRE pre-training and FT fine-tuning steps of 64 (--budget, default 1000,800: the demo's main row) set
 # the model FLOPs of each phase (mdx-train --benchmark's step_gflop), and every other row takes the
-# steps that cost the same. Probes on the full sets; 10 000 samples per row (five draws of 2 000,
+# steps that cost the same; a fine-tune of N steps keeps an EMA of decay 1 - 4/N. Probes on the full sets; 10 000 samples per row (five draws of 2 000,
 # seeds 0-4: the spread of the sampling seed) against all 10 000 test images, 10 000 training images
 # as the floor; the checkpoints kept at half of each phase give each curve a second point (a probe;
 # 2 000 samples). --seeds N adds training seeds 1..N-1 of umd and dit (rows umd-seed1, ...): the
@@ -176,7 +176,8 @@ if [ "$demo" = 1 ] || [ "$compare" = 1 ]; then
     # Every row at the main scale; the steps of each phase come from the --budget (equal_steps).
     model=$main_model
     pretrain="--batch 64 --lr 1e-3 --preview-every 0 --log-every 10"
-    finetune="--batch 64 --lr 1e-3 --ema 0.995 --preview-every 0 --log-every 10"
+    # The fine-tune's EMA decay comes with its steps (phase_args): 1 - 4/steps.
+    finetune="--batch 64 --lr 1e-3 --preview-every 0 --log-every 10"
     main_pretrain=$pretrain main_finetune=$finetune
     probe_train=0 probe_test=0 per_class=200 draws=5 half=1
   fi
@@ -245,7 +246,14 @@ phase_args() {
   if [ "$compare" = 1 ]; then
     # shellcheck disable=SC2086
     n=$(equal_steps "$row" "$phase" "$@" $own)
-    echo "$own --steps $n --keep-every $(( (n + 1) / 2 ))"
+    ema=""
+    # The fine-tune's EMA decay from its steps: 1 - 4/steps (0.995 at UMD's 800, the demo's), so that
+    # every row's EMA keeps the same share of its first weights at the end, (1 - 4/n)^n ~ e^-4 =
+    # 1.8 %, and averages the same last quarter or so of its steps. One decay for all would favour the
+    # rows with many steps: at 0.995 a row of 285 steps keeps 24 % of the weights it started from,
+    # and a start that is no generator (an l-DAE's, an LMD's encoder) leaves its samples noise.
+    [ "$phase" = finetune ] && ema="--ema $(awk -v n="$n" 'BEGIN { d = 1 - 4 / n; printf "%.6g\n", (d > 0 ? d : 0) }')"
+    echo "$own --steps $n --keep-every $(( (n + 1) / 2 )) $ema"
   else
     echo "$own"
   fi
@@ -451,9 +459,9 @@ else
 fi
 
 if [ "$lanes" = 2 ]; then
-  # The main lane (in the background, its log in DIR/logs/<main>.log): the
-  # classifier, the main row's pre-training, then its embedding and probe as a third process beside its
-  # fine-tune and samples. This lane: the token spaces, the strips, the pixel probes, the other rows.
+  # The main lane (in the background, its log DIR/logs/<its first row>.log: umd.log but for --rows
+  # without umd or dit): the classifier, the main row's pre-training, then its embedding and probe as
+  # a third process beside its fine-tune and samples. This lane: the token spaces, the strips, the pixel probes, the other rows.
   mkdir -p "$dir/logs"
   if [ "$compare" = 1 ] && step 4; then
     # The reference of equal compute, measured once before the lanes share it.
@@ -473,15 +481,17 @@ if [ "$lanes" = 2 ]; then
       wait $probe_job || { echo "fashion-mnist.sh: error: the $row row's probe failed (see $dir/logs/$row-probe.log)" >&2; exit 1; }
     done
   }
-  echo "fashion-mnist.sh: the rows$main_rows run in the background; their log: $dir/logs/$main.log" >&2
-  main_lane > "$dir/logs/$main.log" 2>&1 &
+  # shellcheck disable=SC2086
+  lane_log=$dir/logs/$(set -- $main_rows; echo "$1").log
+  echo "fashion-mnist.sh: the rows$main_rows run in the background; their log: $lane_log" >&2
+  main_lane > "$lane_log" 2>&1 &
   main_job=$!
   [ "$prepared" = 1 ] || prepare
   # shellcheck disable=SC2086
   pipeline "4 5 6 7 8" $other_rows
   if ! wait $main_job; then
-    echo "fashion-mnist.sh: error: the rows$main_rows failed; the end of $dir/logs/$main.log:" >&2
-    tail -n 20 "$dir/logs/$main.log" >&2
+    echo "fashion-mnist.sh: error: the rows$main_rows failed; the end of $lane_log:" >&2
+    tail -n 20 "$lane_log" >&2
     exit 1
   fi
 else
