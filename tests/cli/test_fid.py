@@ -281,6 +281,52 @@ class Fid(ToolTest):
         self.assertIn("cannot read", r.stderr)
         self.assertNoOutput(self.path("x.pt"))
 
+    def test_pixel_knn_script(self):
+        # share/mdx's second judge: scikit-learn's k-NN on the pixels of a training table's last
+        # --count images, against a brute-force nearest-neighbour vote in numpy.
+        script = os.path.join(SOURCE, "share", "mdx", "pixel_knn.py")
+        train = self.path("train-labelled.h5")
+        self.ok("mdx-tokenize", "-q", f"{FMNIST}/train-images-idx3-ubyte.gz", "--labels",
+                f"{FMNIST}/train-labels-idx1-ubyte.gz", "--limit", 700, "-o", train)
+        test = self.fmnist_table(200)
+        r = run_python(script, train, test, train, "--count", 500, "--k", 3, "--test", test)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = [json.loads(x) for x in r.stdout.splitlines()]
+        self.assertEqual(len(lines), 2)
+        with h5py.File(train, "r") as f:
+            x = f["images"][200:].reshape(500, -1).astype(np.float64) / 255
+            y = f["labels"][200:]
+            every = f["images"][:].reshape(700, -1).astype(np.float64) / 255
+            every_y = f["labels"][:]
+        with h5py.File(test, "r") as f:
+            xt = f["images"][:].reshape(200, -1).astype(np.float64) / 255
+            yt = f["labels"][:]
+
+        def vote(q):
+            d = (q ** 2).sum(1)[:, None] - 2 * q @ x.T + (x ** 2).sum(1)[None, :]
+            near = y[np.argsort(d, axis=1, kind="stable")[:, :3]]
+            return np.array([np.bincount(n, minlength=10).argmax() for n in near])
+
+        ours = (vote(xt) == yt).mean()
+        self.assertAlmostEqual(lines[0]["class_accuracy"], ours, places=12)
+        self.assertEqual(lines[0]["classifier_test_top1"], lines[0]["class_accuracy"])
+        self.assertEqual((lines[0]["count"], lines[0]["k"], lines[0]["train_count"]), (200, 3, 500))
+        # The whole training table: its last 500 images are their own nearest neighbours, its
+        # first 200 are not among the neighbours.
+        self.assertAlmostEqual(lines[1]["class_accuracy"], (vote(every) == every_y).mean(), places=12)
+        self.assertEqual(lines[1]["count"], 700)
+        self.assertLess((vote(every[:200]) == every_y[:200]).mean(), (vote(every[200:]) == every_y[200:]).mean())
+        # A table without labels, a missing one: one line, exit 1; nothing on stdout for them.
+        r = run_python(script, train, self.test)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("has no labels", r.stderr)
+        r = run_python(script, train, self.path("missing.h5"))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cannot read", r.stderr)
+        r = run_python(script, train, test, "--k", 0)
+        self.assertEqual(r.returncode, 2)
+
     def test_bad_inputs(self):
         ext = ["--extractor", self.extractor, "--size", SIZE]
         with open(self.path("bad.pt"), "w") as f:

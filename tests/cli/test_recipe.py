@@ -214,6 +214,11 @@ class Recipe(ToolTest):
             with open(os.path.join(d, "fid", f"{o}.class.json"), "w") as f:  # the classifier's JSON line
                 f.write(json.dumps({"table": "x.h5", "count": 120, "class_accuracy": 0.75 if o == "umd" else 0.5,
                                     "classifier_test_top1": 0.9}) + "\n")
+        # The second judge's line (pixel_knn.py) for umd only: dit's cell stays empty.
+        dump({"table": "x.h5", "count": 120, "class_accuracy": 0.6, "k": 5, "train_count": 20000,
+              "classifier_test_top1": 0.83}, d, "fid", "umd.knn.json")
+        dump({"table": "floor.h5", "count": 120, "class_accuracy": 0.92, "k": 5, "train_count": 20000,
+              "classifier_test_top1": 0.83}, d, "fid", "data.knn.json")
         dump({"top1": 0.84, "train": {"rows": 60000}, "test": {"rows": 10000}}, d, "probe", "pixels.json")
         dump({"top1": 0.85, "train": {"rows": 10000}, "test": {"rows": 1666}}, d, "probe", "pixels-subsets.json")
         dump({"fid": 1.5}, d, "fid", "data.json")
@@ -223,13 +228,15 @@ class Recipe(ToolTest):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("| umd | main | 3 | 0.5000 | 0.1667 | 200 | 12 | 60000 / 10000 | 81.23 |", r.stdout)
         self.assertIn("| dit | smaller scale | 2 | 0.8000 | 0.4000 | 150 | 12 | 10000 / 1666 | 81.23 |", r.stdout)
-        self.assertIn("| 3.25 | 75.0 |", r.stdout)
+        self.assertIn("| 3.25 | 75.0 | 60.0 |", r.stdout)
         self.assertIn("| dit | smaller scale | 2 |", r.stdout)  # fewer pre-training steps than umd
-        self.assertIn("| 3.25 | 50.0 |", r.stdout)
+        self.assertIn("| 3.25 | 50.0 |  |", r.stdout)
         self.assertIn("90.00 % on the test images", r.stdout)
+        self.assertIn("5-nearest-neighbours on the pixels of the last 20000 training images "
+                      "(share/mdx/pixel_knn.py, 83.00 % on the test images)", r.stdout)
         self.assertIn("| raw pixels | | | | | | | 60000 / 10000 | 84.00 |", r.stdout)
         self.assertIn("| raw pixels | | | | | | | 10000 / 1666 | 85.00 |", r.stdout)
-        self.assertIn("| training images | | | | | | | | | | | | 1.50 | 88.0 |", r.stdout)
+        self.assertIn("| training images | | | | | | | | | | | | 1.50 | 88.0 | 92.0 |", r.stdout)
         with open(os.path.join(d, "results.json")) as f:
             res = json.load(f)
         self.assertEqual([o["objective"] for o in res["objectives"]], ["umd", "dit"])
@@ -237,6 +244,8 @@ class Recipe(ToolTest):
         self.assertEqual(res["objectives"][1]["samples_per_s"], 10.0)  # 120 samples in 12 s
         self.assertEqual(res["objectives"][0]["class_accuracy"], 0.75)
         self.assertEqual(res["training_images_recognized"], 0.88)
+        self.assertEqual(res["training_images_recognized_knn"], 0.92)
+        self.assertEqual((res["objectives"][0]["knn_accuracy"], res["objectives"][1]["knn_accuracy"]), (0.6, None))
         self.assertEqual(res["raw_pixel_probes"], [{"tables": "60000 / 10000", "top1": 0.84},
                                                    {"tables": "10000 / 1666", "top1": 0.85}])
         for png in ("loss-curves.png", "compute.png"):
@@ -269,18 +278,19 @@ class Recipe(ToolTest):
             dump({"fid": 2 * draws[0]}, d, "fid", f"{name}.half.json")
             dump({"class_accuracy": 0.6}, d, "fid", f"{name}.class.json")
             dump({"class_accuracy": 0.4}, d, "fid", f"{name}.half.class.json")
+            dump({"class_accuracy": 0.55, "k": 5, "train_count": 20000}, d, "fid", f"{name}.knn.json")
         dump({"top1": 0.8435, "train": {"rows": 60000}, "test": {"rows": 10000}}, d, "probe", "pixels.json")
         dump({"fid": 2.0}, d, "fid", "data.json")
         dump({"fid": 4.0}, d, "fid", "data.draw.json")
         r = sh("/usr/bin/python3", os.path.join(SOURCE, "share", "mdx", "recipes", "report.py"), d)
         self.assertEqual(r.returncode, 0, r.stderr)
         # umd: 10 x 14 + 8 x 20 GFLOP = 0.3 TFLOP; dit 7 x 20 + 8 x 20 = 0.3; the draws' mean and range.
-        self.assertIn("| umd | 10 | 8 | 0.3 | 150 | 78.00 / 80.00 | 27.00 | 32.00 (30.00-34.00) | 60.00 | 60.0 % |  |",
+        self.assertIn("| umd | 10 | 8 | 0.3 | 150 | 78.00 / 80.00 | 27.00 | 32.00 (30.00-34.00) | 60.00 | 60.0 % | 55.0 % |  |",
                       r.stdout)
         self.assertIn("| dit | 7 | 8 | 0.3 | 150 | 76.00 / 78.00 | 47.00 | 52.00 (50.00-54.00) |", r.stdout)
         self.assertIn("FID, 4000 samples | FID, 2000 samples: mean", r.stdout)
         self.assertIn("| dit | equal compute | 7 |", r.stdout)  # fewer steps, not a smaller scale
-        self.assertIn("| training images (floor) | | | | | | 2.00 | 4.00 | | | |", r.stdout)
+        self.assertIn("| training images (floor) | | | | | | 2.00 | 4.00 | | | | |\n", r.stdout)
         # The seeds of umd: probe 80 and 84, FID 27 and 33.
         self.assertIn("| umd | 2 | 82.00 (80.00-84.00) | 30.00 (27.00-33.00) | 60.0 (60.0-60.0) |", r.stdout)
         with open(os.path.join(d, "results.json")) as f:

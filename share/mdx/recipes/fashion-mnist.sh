@@ -21,6 +21,7 @@
 #   stage 8  sample       class-conditional samples + a grid per objective -> samples/<objective>.{h5,png}
 #   stage 9  fid          Frechet distance of each sample set to the test set -> fid/<name>.json, and
 #                         the share of its samples the classifier names as asked -> fid/<name>.class.json
+#                         (and scikit-learn's 5-NN on pixels, share/mdx/pixel_knn.py -> fid/<name>.knn.json)
 #   stage 10 report       results.md, results.json, loss-curves.png, compute.png
 #
 # --demo: about 15 minutes on 2 cores, in two one-thread lanes: UMD (the main row) at a scale where
@@ -551,6 +552,17 @@ if step 9; then
       n=$(( n + 1 ))
     done
   fi
+  # A second judge that shares no code or training with the project: scikit-learn's 5-NN on the
+  # pixels of the last 20 000 training images (the floor's training images are the first ones),
+  # its own accuracy on the probe's test table beside it.
+  # shellcheck disable=SC2086
+  into "$dir/fid/knn.jsonl" run /usr/bin/python3 "$share/pixel_knn.py" "$dir/train.h5" $tables \
+    --test "$dir/test-probe.h5"
+  n=1
+  for point in $measured; do
+    sed -n "${n}p" "$dir/fid/knn.jsonl" > "$dir/fid/${point%%:*}.knn.json"
+    n=$(( n + 1 ))
+  done
 fi
 
 if step 10; then

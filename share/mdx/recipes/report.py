@@ -79,6 +79,7 @@ def row(d, objective):
     probe = load_json(os.path.join(d, "probe", f"{objective}.json"))
     fid = load_json(os.path.join(d, "fid", f"{objective}.json"))
     classified = load_json(os.path.join(d, "fid", f"{objective}.class.json"))
+    knn = load_json(os.path.join(d, "fid", f"{objective}.knn.json"))
     sample_s = seconds(os.path.join(d, "samples", f"{objective}.seconds"))
     samples = fid["inputs"][0]["count"] if fid and fid.get("inputs") else None  # mdx-fid's report
     tail = pre[-5:]
@@ -99,6 +100,9 @@ def row(d, objective):
         "class_accuracy": classified.get("class_accuracy") if classified else None,
         "samples": samples,
         "classifier_test_top1": classified.get("classifier_test_top1") if classified else None,
+        # The second judge (share/mdx/pixel_knn.py): scikit-learn's k-NN on pixels.
+        "knn_accuracy": knn.get("class_accuracy") if knn else None,
+        "knn": {k: knn.get(k) for k in ("k", "train_count", "classifier_test_top1")} if knn else None,
     }
 
 
@@ -206,6 +210,7 @@ def compare_row(d, r):
         "half_tflop": pre_tf + tflop(half(ft), ft_g) if pre_tf is not None and ft else None,
         "class_accuracy": r["class_accuracy"],
         "class_accuracy_half": class_half.get("class_accuracy") if class_half else None,
+        "knn_accuracy": r["knn_accuracy"],
         "sample_seconds": r["sample_seconds"],
     }
 
@@ -214,14 +219,19 @@ def pct(x):
     return fmt(x and 100 * x, ".2f")
 
 
+def percent(x):
+    """A share as "12.3 %", or nothing."""
+    return "" if x is None else f"{100 * x:.1f} %"
+
+
 def compare_tables(rows, pixels, floors):
     """The --compare tables (Markdown): a line per row, then each objective over its seeds."""
     n_all = next((c["samples"] for c in rows if c["samples"]), "?")
     n_draw = next((c["draw_samples"] for c in rows if c["draw_samples"]), "?")
     md = ["| row | pre-train steps | fine-tune steps | training TFLOP | training s | probe top-1, half / end of "
           f"pre-training | FID, {n_all} samples | FID, {n_draw} samples: mean (min-max of the draws) | "
-          f"FID at half the fine-tune ({n_draw}) | samples recognized | sampling s |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+          f"FID at half the fine-tune ({n_draw}) | samples recognized | recognized by 5-NN on pixels | sampling s |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in rows:
         sp = c["fid_draws_spread"]
         draws = f"{sp['mean']:.2f} ({sp['min']:.2f}-{sp['max']:.2f})" if sp else ""
@@ -229,13 +239,13 @@ def compare_tables(rows, pixels, floors):
                   f"{fmt(c['training_tflop'], '.1f')} | {fmt(c['training_seconds'], 'd')} | "
                   f"{pct(c['probe_half_top1'])} / {pct(c['probe_top1'])} | {fmt(c['fid'], '.2f')} | {draws} | "
                   f"{fmt(c['fid_half'], '.2f')} | {fmt(c['class_accuracy'] and 100 * c['class_accuracy'], '.1f')} % | "
-                  f"{fmt(c['sample_seconds'], 'd')} |")
+                  f"{percent(c['knn_accuracy'])} | {fmt(c['sample_seconds'], 'd')} |")
     for p in pixels:
-        md.append(f"| raw pixels ({tables(p)}) | | | | | {100 * p['top1']:.2f} | | | | | |")
+        md.append(f"| raw pixels ({tables(p)}) | | | | | {100 * p['top1']:.2f} | | | | | | |")
     full, draw = floors
     if full or draw:
         md.append(f"| training images (floor) | | | | | | {fmt(full and full['fid'], '.2f')} | "
-                  f"{fmt(draw and draw['fid'], '.2f')} | | | |")
+                  f"{fmt(draw and draw['fid'], '.2f')} | | | | |")
     seeds = {}
     for c in rows:
         seeds.setdefault(c["objective"], []).append(c)
@@ -302,13 +312,16 @@ def main():
     floor = load_json(os.path.join(d, "fid", "data.json"))
     extractor = floor.get("extractor") if floor else None
     known = load_json(os.path.join(d, "fid", "data.class.json"))
+    known_knn = load_json(os.path.join(d, "fid", "data.knn.json"))
     result = {"objectives": rows,
               "raw_pixel_probes": [{"tables": tables(p), "top1": p.get("top1")} for p in pixels],
               "fid_train_vs_test": floor.get("fid") if floor else None, "fid_extractor": extractor,
-              "training_images_recognized": known.get("class_accuracy") if known else None}
+              "training_images_recognized": known.get("class_accuracy") if known else None,
+              "training_images_recognized_knn": known_knn.get("class_accuracy") if known_knn else None}
     md = ["| row | scale | pre-train steps | first loss | final loss | images/s | pre-train s | probe tables | "
-          "probe top-1 | fine-tune steps | fine-tune s | samples/s | FID | samples recognized |",
-          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+          "probe top-1 | fine-tune steps | fine-tune s | samples/s | FID | samples recognized | "
+          "recognized by 5-NN on pixels |",
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         md.append(f"| {r['objective']} | {r['scale']} | {fmt(r['pretrain_steps'], 'd')} | "
                   f"{fmt(r['first_loss'], '.4f')} | {fmt(r['final_loss'], '.4f')} | {fmt(r['images_per_s'], '.0f')} | "
@@ -316,18 +329,27 @@ def main():
                   f"{fmt(r['probe_top1'] and 100 * r['probe_top1'], '.2f')} | "
                   f"{fmt(r['finetune_steps'], 'd')} | {fmt(r['finetune_seconds'], 'd')} | "
                   f"{fmt(r['samples_per_s'], '.1f')} | {fmt(r['fid'], '.2f')} | "
-                  f"{fmt(r['class_accuracy'] and 100 * r['class_accuracy'], '.1f')} |")
+                  f"{fmt(r['class_accuracy'] and 100 * r['class_accuracy'], '.1f')} | "
+                  f"{fmt(r['knn_accuracy'] and 100 * r['knn_accuracy'], '.1f')} |")
     for p in pixels:
-        md.append(f"| raw pixels | | | | | | | {tables(p) or ''} | {100 * p['top1']:.2f} | | | | | |")
+        md.append(f"| raw pixels | | | | | | | {tables(p) or ''} | {100 * p['top1']:.2f} | | | | | | |")
     if floor:
         recognized = fmt(known and 100 * known["class_accuracy"], ".1f")
-        md.append(f"| training images | | | | | | | | | | | | {floor['fid']:.2f} | {recognized} |")
+        by_knn = fmt(known_knn and 100 * known_knn["class_accuracy"], ".1f")
+        md.append(f"| training images | | | | | | | | | | | | {floor['fid']:.2f} | {recognized} | {by_knn} |")
     text = "\n".join(md) + "\n"
     top1 = next((r["classifier_test_top1"] for r in rows if r["classifier_test_top1"]), None)
     if top1:
         text += (f"\n\"samples recognized\": the share of a row's samples that the neutral classifier "
                  f"(share/mdx/fashion_mnist_extractor.py, {100 * top1:.2f} % on the test images) names as the "
                  f"class they were asked for; chance is 10 %.\n")
+    knn = next((r["knn"] for r in rows if r["knn"]), None)
+    if knn:
+        test = knn.get("classifier_test_top1")
+        text += (f"\n\"recognized by 5-NN on pixels\": the same share under a judge that shares no code or "
+                 f"training with the project: scikit-learn's {knn['k']}-nearest-neighbours on the pixels of the "
+                 f"last {knn['train_count']} training images (share/mdx/pixel_knn.py"
+                 + (f", {100 * test:.2f} % on the test images" if test is not None else "") + ").\n")
     if floor:
         text += f"\nFID extractor: {json.dumps(extractor)}\n"
     if compare:
