@@ -41,6 +41,14 @@ class Recipe(ToolTest):
         self.assertTrue(r.stdout.rstrip().endswith("(default: PATH)."), r.stdout[-200:])
         r = sh("sh", RECIPE, "--bogus")
         self.assertEqual(r.returncode, 2)
+        # Bad values: one line naming the option, exit 2, nothing made.
+        for args, named in ((("--rows", "bogus", "--compare"), "--rows"), (("--budget", "10"), "--budget"),
+                            (("--seeds", "0"), "--seeds"), (("--dir", self.path("a b")), "--dir")):
+            r = sh("sh", RECIPE, "--dir", self.path("exp"), *args)
+            self.assertEqual(r.returncode, 2, args)
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+            self.assertIn(named, r.stderr)
+        self.assertFalse(os.path.exists(self.path("a b")))
 
     def test_a_signal_stops_the_recipe_and_the_command_it_runs(self):
         # A stand-in for mdx-tokenize that says it started and then takes a minute.

@@ -109,6 +109,11 @@ fi
 case $seeds in
   ""|*[!0-9]*|0) echo "fashion-mnist.sh: error: --seeds takes a count >= 1, not '$seeds'" >&2; exit 2 ;;
 esac
+# The stages pass lists of paths (and name:path pairs) as words: a blank in the directory would
+# split them.
+case $dir in
+  ""|*[[:space:]]*) echo "fashion-mnist.sh: error: --dir '$dir': give a directory whose path has no blanks" >&2; exit 2 ;;
+esac
 
 bin=${MDX_BIN:+$MDX_BIN/}
 share=$(cd "$(dirname "$0")/.." && pwd)
