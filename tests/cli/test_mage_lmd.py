@@ -61,6 +61,39 @@ class MageLmd(ToolTest):
         preview = [p for p in os.listdir(self.shared) if p.startswith("mage.ckpt.preview")]
         self.assertTrue(preview, os.listdir(self.shared))
 
+    def test_mage_trains_on_pre_extracted_codes(self):
+        # mdx-tokenize --tokenizer vq.h5 stores the codes; mdx-train reads them in place of the
+        # images (no encoding, no augmentation) and trains as it does on the images' codes.
+        codes = self.path("codes.h5")
+        self.ok("mdx-tokenize", self.table, "--tokenizer", self.vq, "-o", codes)
+        with h5py.File(codes, "r") as f:
+            self.assertEqual(f["codes"].shape, (1000, 49))
+        run = ["--objective", "mage", "--tokenizer", self.vq, "--class-cond", "--steps", 4, "--preview-every", 0,
+               *TINY]
+        a, b = self.path("from-images.h5"), self.path("from-codes.h5")
+        self.ok("mdx-train", self.table, *run, "--augment", "none", "-o", a)
+        r = self.ok("mdx-train", codes, *run, "-o", b)
+        self.assertIn("pre-extracted codes", r.stderr)
+        self.assertIn("no augmentation", r.stderr)  # MAGE's crop and flip need images
+        la = [x["loss"] for x in metrics(self.path("from-images.metrics.jsonl"))]
+        lb = [x["loss"] for x in metrics(self.path("from-codes.metrics.jsonl"))]
+        self.assertEqual(len(la), 4)
+        np.testing.assert_allclose(lb, la, rtol=1e-5)
+        self.fails("mdx-train", codes, *run, "--augment", "flip", "-o", self.path("x.h5"), code=2,
+                   contains=("pre-extracted latents cannot be cropped or flipped",))
+        # Codes that the tokenizer cannot have made: one line, no checkpoint.
+        for bad, says in ((CODES + 3, f"hold {CODES + 3} (image 3)"), (-1, "hold -1 (image 3)")):
+            broken = self.path(f"codes{bad}.h5")
+            with h5py.File(codes, "r") as f, h5py.File(broken, "w") as g:
+                for k in f:
+                    f.copy(k, g)
+                for k, v in f.attrs.items():
+                    g.attrs[k] = v
+                g["codes"][3, 5] = bad
+            with self.subTest(code=bad):
+                self.fails("mdx-train", broken, *run, "-o", self.path("x.h5"), contains=(says,))
+                self.assertNoOutput(self.path("x.h5"))
+
     def test_mage_resume_equals_uninterrupted(self):
         args = [self.table, "--objective", "mage", "--tokenizer", self.vq, "--steps", 16, "--save-every", 1000,
                 *TINY]

@@ -74,6 +74,7 @@ ImageTable::ImageTable(const std::vector<std::string>& paths) : paths_(paths) {
     parts_.push_back(std::move(p));
   }
   open_posterior();
+  open_codes();
 }
 
 void ImageTable::open_posterior() {
@@ -102,6 +103,40 @@ void ImageTable::open_posterior() {
   }
   posterior_identity_ = identity;
   latent_l_ = L, latent_d_ = D;
+}
+
+void ImageTable::open_codes() {
+  std::string identity;
+  int64_t L = 0;
+  for (auto& p : parts_) {
+    if (!h5::has(p.file, "codes") || !h5::has_attr(p.file, "tokens_identity")) return;
+    const std::string id = h5::read_attr_string(p.file, "tokens_identity");
+    if (!identity.empty() && id != identity) return;  // codes of two tokenizers: not one vocabulary
+    identity = id;
+    p.codes = h5::open_dataset(p.file, "codes", p.path);
+    h5::DatasetInfo i = h5::info(p.codes);
+    if (i.dims.size() != 2 || i.type_class != H5T_INTEGER || static_cast<int64_t>(i.dims[0]) != p.rows)
+      throw Error(fmt::format("'{}': its codes are {} {}, expected integer [{}, L]", p.path, type_text(i),
+                              shape_text(i.dims), p.rows));
+    const auto l = static_cast<int64_t>(i.dims[1]);
+    if ((L > 0 && l != L) || l < 1)
+      throw Error(fmt::format("'{}': {} codes per image, where {} were read before", p.path, l, L));
+    L = l;
+  }
+  codes_identity_ = identity;
+  code_l_ = L;
+}
+
+void ImageTable::read_codes(int64_t start, int64_t count, int64_t* codes) const {
+  if (codes_identity_.empty()) throw Error("the table holds no pre-extracted codes");
+  if (start < 0 || count < 0 || start + count > size_)
+    throw Error(fmt::format("rows [{}, {}) are outside the table of {} images", start, start + count, size_));
+  for (const auto& p : parts_) {
+    int64_t lo = std::max(start, p.offset), hi = std::min(start + count, p.offset + p.rows);
+    if (lo >= hi) continue;
+    h5::read_rows(p.codes, lo - p.offset, hi - lo, H5T_NATIVE_INT64, codes + (lo - start) * code_l_,
+                  "'codes' in '" + p.path + "'");
+  }
 }
 
 void ImageTable::read_posterior(int64_t start, int64_t count, float* mean, float* logvar) const {

@@ -41,19 +41,26 @@ class ImageTable {
   int64_t latent_values() const { return latent_d_; }
   // Rows [start, start+count) of latent_mean and latent_logvar, float32 [count, L, D] each.
   void read_posterior(int64_t start, int64_t count, float* mean, float* logvar) const;
+  // Pre-extracted codes (mdx-tokenize --tokenizer of a VQ): the identity of the tokenizer that made
+  // them when every file holds `codes` [N, L] of one tokenizer, else "".
+  const std::string& codes_identity() const { return codes_identity_; }
+  int64_t code_tokens() const { return code_l_; }
+  // Rows [start, start+count) of `codes`, int64 [count, L].
+  void read_codes(int64_t start, int64_t count, int64_t* codes) const;
   void read_labels(int64_t start, int64_t count, int64_t* labels) const { read(start, count, nullptr, labels); }
 
  private:
   struct Part {
     std::string path;
-    h5::Handle file, images, labels, mean, logvar;
+    h5::Handle file, images, labels, mean, logvar, codes;
     int64_t offset = 0, rows = 0;
   };
   void open_posterior();
+  void open_codes();
   std::vector<Part> parts_;
   std::vector<std::string> paths_, label_names_, history_;
-  std::string posterior_identity_;
-  int64_t size_ = 0, h_ = 0, w_ = 0, c_ = 0, latent_l_ = 0, latent_d_ = 0;
+  std::string posterior_identity_, codes_identity_;
+  int64_t size_ = 0, h_ = 0, w_ = 0, c_ = 0, latent_l_ = 0, latent_d_ = 0, code_l_ = 0;
   bool has_labels_ = false;
 };
 

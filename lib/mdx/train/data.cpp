@@ -31,6 +31,25 @@ TrainingData::TrainingData(const ImageTable& table, int64_t batch, uint64_t seed
     const int64_t top = labels_.max().item<int64_t>();  // in 0 .. kMaxLabel - 1: ImageTable checks
     num_classes_ = std::max<int64_t>(top + 1, static_cast<int64_t>(table.label_names().size()));
   }
+  if (latents && table.posterior_identity().empty()) {
+    const int64_t L = table.code_tokens();
+    const double gib = double(n) * L * 8 / double(1 << 30);
+    if (gib * double(1 << 30) > static_cast<double>(budget_bytes))
+      throw Error(fmt::format("the table's pre-extracted codes ({:.1f} GiB) exceed --memory-budget and are read "
+                              "whole; raise it, or train from the images",
+                              gib));
+    codes_ = at::empty({n, L}, at::kLong);
+    Progress progress("loading codes", n, "images");
+    const int64_t chunk = 8192;
+    for (int64_t s = 0; s < n; s += chunk) {
+      int64_t c = std::min(chunk, n - s);
+      h5::LockGuard lock;
+      table.read_codes(s, c, codes_.data_ptr<int64_t>() + s * L);
+      progress.advance(c);
+    }
+    progress.finish();
+    return;
+  }
   if (latents) {
     const int64_t L = table.latent_tokens(), D = table.latent_values();
     const double gib = 2.0 * n * L * D * 4 / double(1 << 30);
@@ -156,7 +175,7 @@ void TrainingData::rows(int64_t epoch, int64_t begin, int64_t count, at::Tensor&
 }
 
 void TrainingData::batch(int64_t step, at::Tensor& images, at::Tensor& labels, at::Tensor* mean,
-                         at::Tensor* logvar) {
+                         at::Tensor* logvar, at::Tensor* codes) {
   const int64_t epoch = step / spe_, pos = step % spe_, n = table_.size();
   if (streamed_) {
     if (batch_ > n) throw Error(fmt::format("--batch {} exceeds the {} images of the table", batch_, n));
@@ -174,6 +193,12 @@ void TrainingData::batch(int64_t step, at::Tensor& images, at::Tensor& labels, a
     if (!mean || !logvar) throw std::logic_error("TrainingData: a latent table's batches are latents");
     *mean = mean_.index_select(0, idx);
     *logvar = logvar_.index_select(0, idx);
+    images = at::Tensor();
+    return;
+  }
+  if (codes_.defined()) {
+    if (!codes) throw std::logic_error("TrainingData: a code table's batches are codes");
+    *codes = codes_.index_select(0, idx);
     images = at::Tensor();
     return;
   }

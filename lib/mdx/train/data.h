@@ -16,7 +16,7 @@ namespace mdx {
 class TrainingData {
  public:
   // With `latents`, the batches are the table's pre-extracted posterior (latent_mean,
-  // latent_logvar) instead of its images, held in memory whole.
+  // latent_logvar), or its pre-extracted VQ codes, instead of its images, held in memory whole.
   TrainingData(const ImageTable& table, int64_t batch, uint64_t seed, int64_t budget_bytes, bool latents = false);
   ~TrainingData();
 
@@ -24,9 +24,10 @@ class TrainingData {
   int64_t steps_per_epoch() const { return spe_; }
   int64_t num_classes() const { return num_classes_; }  // 0 without labels
   // Images uint8 [B,H,W,C] and labels int64 [B] (-1 without labels) of step `step`; reading
-  // latents, their mean and log-variance [B,L,D] instead of the images (left undefined).
+  // latents, their mean and log-variance [B,L,D] (or the codes int64 [B,L]) instead of the images
+  // (left undefined).
   void batch(int64_t step, at::Tensor& images, at::Tensor& labels, at::Tensor* mean = nullptr,
-             at::Tensor* logvar = nullptr);
+             at::Tensor* logvar = nullptr, at::Tensor* codes = nullptr);
   // The first n rows of the table (previews).
   void head(int64_t n, at::Tensor& images, at::Tensor& labels);
 
@@ -47,6 +48,7 @@ class TrainingData {
   bool streamed_ = false;
   at::Tensor images_, labels_, perm_;  // in memory: all images; always: all labels
   at::Tensor mean_, logvar_;           // reading latents: all of them
+  at::Tensor codes_;                   // reading codes: all of them
   int64_t perm_epoch_ = -1, num_classes_ = 0;
   int64_t block_rows_ = 0, window_blocks_ = 0;
   Window current_;

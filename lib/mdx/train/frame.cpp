@@ -343,7 +343,7 @@ class Frame {
   Loss train_step(StepWork* work) {
     optimizer_->set_lr(warmup_cosine_lr(optim_.base_lr(), step_, warmup_, total_));
     BatchRows batch;
-    data_->batch(step_, batch.images, batch.labels, &batch.mean, &batch.logvar);
+    data_->batch(step_, batch.images, batch.labels, &batch.mean, &batch.logvar, &batch.codes);
     if (augment_.any()) batch.images = augmented(batch.images, step_);
     Loss loss = learner_.loss(batch, step_, total_, gen_, rows_, prov_.precision == "bf16", work);
     optimizer_->zero_grad();

@@ -85,6 +85,7 @@ struct BatchRows {
   at::Tensor images;        // uint8 [B,H,W,C] as augmented; undefined when latents are read
   at::Tensor labels;        // int64 [B], -1 without labels
   at::Tensor mean, logvar;  // the table's pre-extracted posterior [B,L,D], when the learner reads latents
+  at::Tensor codes;         // ... or its pre-extracted VQ codes int64 [B,L]
 };
 
 // What the frame needs of the thing it trains.

@@ -54,13 +54,17 @@ class DiffusionLearner : public Learner {
   std::vector<std::pair<std::string, std::string>> reads() const override {
     return {{opt_.objective.tokenizer, "--tokenizer"}};
   }
-  // The table's latents stand for its images when they are those of --tokenizer (given again on
-  // --resume, as a requeue does).
+  // The table's latents (a VAE's posterior) or codes (a VQ's) stand for its images when they are
+  // those of --tokenizer (given again on --resume, as a requeue does).
   bool reads_latents(const ImageTable& table) override {
-    if (opt_.objective.tokenizer.empty() || table.posterior_identity().empty()) return false;
+    const bool posterior = !table.posterior_identity().empty();
+    const std::string& made_by = posterior ? table.posterior_identity() : table.codes_identity();
+    if (opt_.objective.tokenizer.empty() || made_by.empty()) return false;
     given_ = load_tokenizer_file(opt_.objective.tokenizer);
-    if (given_->identity() != table.posterior_identity()) return false;
-    log("reading the table's pre-extracted latents of '{}' (no encoding)", opt_.objective.tokenizer);
+    if (given_->identity() != made_by) return false;
+    if (!posterior) check_codes(table);
+    log("reading the table's pre-extracted {} of '{}' (no encoding)", posterior ? "latents" : "codes",
+        opt_.objective.tokenizer);
     return true;
   }
   double default_ema(int64_t batch) const override {
@@ -223,7 +227,28 @@ class DiffusionLearner : public Learner {
   // The clean tokens of a batch: the tokenizer's (the posterior mean), a draw from a VAE's
   // posterior (z = mean + exp(logvar / 2) eps, drawn for the whole batch), or the same from the
   // table's pre-extracted latents.
+  // The table's codes are ids of --tokenizer's codebook, as many per image as its grid has cells:
+  // a stray id would index past the code table (damage, as a NaN in latents is).
+  void check_codes(const ImageTable& table) const {
+    const TokenGeometry g = given_->geometry(table.height(), table.width(), table.channels());
+    const int64_t L = table.code_tokens(), n = table.size();
+    if (L != g.tokens())
+      throw Error(fmt::format("the table's pre-extracted codes are {} per image; '{}' makes {}", L,
+                              opt_.objective.tokenizer, g.tokens()));
+    std::vector<int64_t> ids;
+    for (int64_t s = 0; s < n; s += 8192) {
+      const int64_t c = std::min<int64_t>(8192, n - s);
+      ids.resize(static_cast<size_t>(c * L));
+      table.read_codes(s, c, ids.data());
+      for (size_t i = 0; i < ids.size(); ++i)
+        if (ids[i] < 0 || ids[i] >= g.vocabulary)
+          throw Error(fmt::format("the table's pre-extracted codes hold {} (image {}), outside '{}''s 0..{}", ids[i],
+                                  s + static_cast<int64_t>(i) / L, opt_.objective.tokenizer, g.vocabulary - 1));
+    }
+  }
+
   at::Tensor clean_tokens(const BatchRows& batch, at::Generator& gen) const {
+    if (batch.codes.defined()) return batch.codes;
     at::Tensor mean = batch.mean, logvar = batch.logvar;
     if (!mean.defined()) {
       if (!sample_posterior_) return objective_->tokenizer()->encode(batch.images);
