@@ -237,13 +237,18 @@ class Fid(ToolTest):
             f["images"] = np.zeros((4, 28, 28, 3), np.uint8)
         self.fails("mdx-fid", rgb, self.test, *enc, contains=("28x28x3", "28x28x1"))
 
+    def labelled_train(self, n):
+        """The first n Fashion-MNIST training images, with their labels."""
+        train = self.path("train-labelled.h5")
+        self.ok("mdx-tokenize", "-q", f"{FMNIST}/train-images-idx3-ubyte.gz", "--labels",
+                f"{FMNIST}/train-labels-idx1-ubyte.gz", "--limit", n, "-o", train)
+        return train
+
     def test_fashion_mnist_extractor_script(self):
         # share/mdx's classifier extractor, trained briefly: mdx-fid loads it and computes the
         # features that the saved module gives in PyTorch.
         script = os.path.join(SOURCE, "share", "mdx", "fashion_mnist_extractor.py")
-        train = self.path("train-labelled.h5")
-        self.ok("mdx-tokenize", "-q", f"{FMNIST}/train-images-idx3-ubyte.gz", "--labels",
-                f"{FMNIST}/train-labels-idx1-ubyte.gz", "--limit", 1000, "-o", train)
+        train = self.labelled_train(1000)
         test = self.fmnist_table(300)
         pt = self.path("fmnist.pt")
         r = run_python(script, train, test, "--epochs", 1, "-o", pt)
@@ -285,9 +290,7 @@ class Fid(ToolTest):
         # share/mdx's second judge: scikit-learn's k-NN on the pixels of a training table's last
         # --count images, against a brute-force nearest-neighbour vote in numpy.
         script = os.path.join(SOURCE, "share", "mdx", "pixel_knn.py")
-        train = self.path("train-labelled.h5")
-        self.ok("mdx-tokenize", "-q", f"{FMNIST}/train-images-idx3-ubyte.gz", "--labels",
-                f"{FMNIST}/train-labels-idx1-ubyte.gz", "--limit", 700, "-o", train)
+        train = self.labelled_train(700)
         test = self.fmnist_table(200)
         r = run_python(script, train, test, train, "--count", 500, "--k", 3, "--test", test)
         self.assertEqual(r.returncode, 0, r.stderr)

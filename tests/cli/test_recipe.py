@@ -29,6 +29,20 @@ def sh(*args, env=None, **kw):
 
 
 class Recipe(ToolTest):
+    def stand_in_train(self, action):
+        """A directory holding a stand-in mdx-train: --benchmark prints a step's FLOPs (10 GFLOP);
+        otherwise it runs `action` (shell; $args: its arguments, $out: its -o) and touches $out."""
+        fake = os.path.join(self.dir, "bin")
+        os.makedirs(fake)
+        with open(os.path.join(fake, "mdx-train"), "w") as f:
+            f.write("#!/bin/sh\nout=; bench=0; args=\"$*\"\n"
+                    "while [ $# -gt 0 ]; do case $1 in -o) out=$2; shift 2 ;; --benchmark) bench=1; shift 2 ;;"
+                    " *) shift ;; esac; done\n"
+                    "if [ $bench = 1 ]; then echo '{\"step_gflop\": 10.0}'; exit 0; fi\n"
+                    + action + "touch \"$out\"\n")
+        os.chmod(os.path.join(fake, "mdx-train"), 0o755)
+        return fake
+
     def test_scripts_parse(self):
         self.assertEqual(sh("sh", "-n", RECIPE).returncode, 0)
         for t in ("cpu.sbatch", "gpu-train.sbatch"):
@@ -105,19 +119,10 @@ class Recipe(ToolTest):
         # background lane's log holds the first and third, the recipe's own stderr the second), and
         # the lanes run at once. A stand-in mdx-train: --benchmark prints a step's FLOPs, training
         # notes when it starts and ends.
-        fake = os.path.join(self.dir, "bin")
-        os.makedirs(fake)
         times = self.path("times")
-        with open(os.path.join(fake, "mdx-train"), "w") as f:
-            f.write("#!/bin/sh\nout=; bench=0\n"
-                    "while [ $# -gt 0 ]; do case $1 in -o) out=$2; shift 2 ;; --benchmark) bench=1; shift 2 ;;"
-                    " *) shift ;; esac; done\n"
-                    "if [ $bench = 1 ]; then echo '{\"step_gflop\": 10.0}'; exit 0; fi\n"
-                    f"echo \"start $(basename $out) $(date +%s.%N)\" >> {times}\n"
-                    "sleep 2\n"
-                    f"echo \"end $(basename $out) $(date +%s.%N)\" >> {times}\n"
-                    "touch \"$out\"\n")
-        os.chmod(os.path.join(fake, "mdx-train"), 0o755)
+        fake = self.stand_in_train(f"echo \"start $(basename $out) $(date +%s.%N)\" >> {times}\n"
+                                   "sleep 2\n"
+                                   f"echo \"end $(basename $out) $(date +%s.%N)\" >> {times}\n")
         d = self.path("exp")
         r = sh("sh", RECIPE, "--compare", "--rows", "latent-umd,lmd,ldae", "--dir", d, "--stage", "4",
                "--stop-stage", "4", env={"MDX_BIN": fake})
@@ -144,18 +149,8 @@ class Recipe(ToolTest):
         # At --compare each row's fine-tune EMA decay is 1 - 4/steps: the same e^-4 share of its
         # first weights left at the end for a row of 250 steps as for one of 800 (0.995). A
         # stand-in mdx-train prints a step's FLOPs at --benchmark and records what it trains with.
-        fake = os.path.join(self.dir, "bin")
-        os.makedirs(fake)
         calls = self.path("calls")
-        with open(os.path.join(fake, "mdx-train"), "w") as f:
-            f.write("#!/bin/sh\nout=; bench=0\n"
-                    f"args=\"$*\"\n"
-                    "while [ $# -gt 0 ]; do case $1 in -o) out=$2; shift 2 ;; --benchmark) bench=1; shift 2 ;;"
-                    " *) shift ;; esac; done\n"
-                    "if [ $bench = 1 ]; then echo '{\"step_gflop\": 10.0}'; exit 0; fi\n"
-                    f"echo \"$args\" >> {calls}\n"
-                    "touch \"$out\"\n")
-        os.chmod(os.path.join(fake, "mdx-train"), 0o755)
+        fake = self.stand_in_train(f"echo \"$args\" >> {calls}\n")
         for budget, steps, ema in (("100,250", 250, 0.984), ("100,800", 800, 0.995)):
             with self.subTest(budget=budget):
                 if os.path.exists(calls):
