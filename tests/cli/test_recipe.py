@@ -285,6 +285,8 @@ class Recipe(ToolTest):
         dump({"top1": 0.8435, "train": {"rows": 60000}, "test": {"rows": 10000}}, d, "probe", "pixels.json")
         dump({"fid": 2.0}, d, "fid", "data.json")
         dump({"fid": 4.0}, d, "fid", "data.draw.json")
+        dump({"class_accuracy": 0.91}, d, "fid", "data.class.json")
+        dump({"class_accuracy": 0.84, "k": 5, "train_count": 20000}, d, "fid", "data.knn.json")
         r = sh("/usr/bin/python3", os.path.join(SOURCE, "share", "mdx", "recipes", "report.py"), d)
         self.assertEqual(r.returncode, 0, r.stderr)
         # umd: 10 x 14 + 8 x 20 GFLOP = 0.3 TFLOP; dit 7 x 20 + 8 x 20 = 0.3; the draws' mean and range.
@@ -293,7 +295,7 @@ class Recipe(ToolTest):
         self.assertIn("| dit | 7 | 8 | 0.3 | 150 | 76.00 / 78.00 | 47.00 | 52.00 (50.00-54.00) |", r.stdout)
         self.assertIn("FID, 4000 samples | FID, 2000 samples: mean", r.stdout)
         self.assertIn("| dit | equal compute | 7 |", r.stdout)  # fewer steps, not a smaller scale
-        self.assertIn("| training images (floor) | | | | | | 2.00 | 4.00 | | | | |\n", r.stdout)
+        self.assertIn("| training images (floor) | | | | | | 2.00 | 4.00 | | 91.0 % | 84.0 % | |\n", r.stdout)
         # The seeds of umd: probe 80 and 84, FID 27 and 33.
         self.assertIn("| umd | 2 | 82.00 (80.00-84.00) | 30.00 (27.00-33.00) | 60.0 (60.0-60.0) |", r.stdout)
         with open(os.path.join(d, "results.json")) as f:

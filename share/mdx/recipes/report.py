@@ -224,8 +224,9 @@ def percent(x):
     return "" if x is None else f"{100 * x:.1f} %"
 
 
-def compare_tables(rows, pixels, floors):
-    """The --compare tables (Markdown): a line per row, then each objective over its seeds."""
+def compare_tables(rows, pixels, floors, known=(None, None)):
+    """The --compare tables (Markdown): a line per row, then each objective over its seeds. `known`:
+    the shares of the floor's training images the two judges recognize (classifier, k-NN)."""
     n_all = next((c["samples"] for c in rows if c["samples"]), "?")
     n_draw = next((c["draw_samples"] for c in rows if c["draw_samples"]), "?")
     md = ["| row | pre-train steps | fine-tune steps | training TFLOP | training s | probe top-1, half / end of "
@@ -245,7 +246,8 @@ def compare_tables(rows, pixels, floors):
     full, draw = floors
     if full or draw:
         md.append(f"| training images (floor) | | | | | | {fmt(full and full['fid'], '.2f')} | "
-                  f"{fmt(draw and draw['fid'], '.2f')} | | | | |")
+                  f"{fmt(draw and draw['fid'], '.2f')} | | {percent(known[0] and known[0]['class_accuracy'])} | "
+                  f"{percent(known[1] and known[1]['class_accuracy'])} | |")
     seeds = {}
     for c in rows:
         seeds.setdefault(c["objective"], []).append(c)
@@ -355,7 +357,7 @@ def main():
     if compare:
         compared = [compare_row(d, r) for r in rows]
         floors = (floor, load_json(os.path.join(d, "fid", "data.draw.json")))
-        text += "\n## At equal training compute (--compare)\n\n" + compare_tables(compared, pixels, floors)
+        text += "\n## At equal training compute (--compare)\n\n" + compare_tables(compared, pixels, floors, (known, known_knn))
         result["compare"] = {"rows": compared, "fid_floor": floor and floor.get("fid"),
                              "fid_floor_draw": floors[1] and floors[1].get("fid")}
         plot_compare(compared, pixels, floors[1], os.path.join(d, "compare.png"))
