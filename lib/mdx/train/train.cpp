@@ -224,9 +224,6 @@ class DiffusionLearner : public Learner {
     return nullptr;
   }
 
-  // The clean tokens of a batch: the tokenizer's (the posterior mean), a draw from a VAE's
-  // posterior (z = mean + exp(logvar / 2) eps, drawn for the whole batch), or the same from the
-  // table's pre-extracted latents.
   // The table's codes are ids of --tokenizer's codebook, as many per image as its grid has cells:
   // a stray id would index past the code table (damage, as a NaN in latents is).
   void check_codes(const ImageTable& table) const {
@@ -242,11 +239,14 @@ class DiffusionLearner : public Learner {
       table.read_codes(s, c, ids.data());
       for (size_t i = 0; i < ids.size(); ++i)
         if (ids[i] < 0 || ids[i] >= g.vocabulary)
-          throw Error(fmt::format("the table's pre-extracted codes hold {} (image {}), outside '{}''s 0..{}", ids[i],
-                                  s + static_cast<int64_t>(i) / L, opt_.objective.tokenizer, g.vocabulary - 1));
+          throw Error(fmt::format("the table's pre-extracted codes hold {} (image {}), outside 0..{} of '{}'", ids[i],
+                                  s + static_cast<int64_t>(i) / L, g.vocabulary - 1, opt_.objective.tokenizer));
     }
   }
 
+  // The clean tokens of a batch: the tokenizer's (the posterior mean), a draw from a VAE's
+  // posterior (z = mean + exp(logvar / 2) eps, drawn for the whole batch), or the same from the
+  // table's pre-extracted latents; or the table's pre-extracted codes.
   at::Tensor clean_tokens(const BatchRows& batch, at::Generator& gen) const {
     if (batch.codes.defined()) return batch.codes;
     at::Tensor mean = batch.mean, logvar = batch.logvar;
