@@ -159,4 +159,10 @@ def main():
 
 
 if __name__ == "__main__":
+    # TorchScript writes a module's constants in the order of a Python set, which string hashing
+    # randomizes per process: the same weights would give another file (and sha256, the identity
+    # every FID report names) on every run. One fixed hash seed makes the file a function of the
+    # weights.
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, "PYTHONHASHSEED": "0"})
     main()

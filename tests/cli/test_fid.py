@@ -254,6 +254,13 @@ class Fid(ToolTest):
         r = run_python(script, train, test, "--epochs", 1, "-o", pt)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("epoch 1: test top-1", r.stderr)
+        # The same training again gives the same file, byte for byte (its sha256 is the extractor's
+        # identity in every FID report); TorchScript's archive holds the file's name, so the same name.
+        os.makedirs(self.path("again"))
+        again = os.path.join(self.path("again"), "fmnist.pt")
+        self.assertEqual(run_python(script, train, test, "--epochs", 1, "-o", again).returncode, 0)
+        with open(pt, "rb") as a, open(again, "rb") as b:
+            self.assertEqual(a.read(), b.read())
         stats = self.path("s.h5")
         report_ = self.fid(test, "--extractor", pt, "--size", 28, "--save-stats", stats)
         self.assertEqual(report_["extractor"]["features"], 128)
