@@ -25,6 +25,7 @@ Save the module with the same major PyTorch version as the LibTorch that mdx lin
 Debian 12): a module saved by a newer PyTorch may use operators an older LibTorch cannot load.
 """
 import argparse
+import os
 import hashlib
 import sys
 
@@ -84,4 +85,8 @@ def main():
 
 
 if __name__ == "__main__":
+    # One fixed hash seed: TorchScript writes a module's constants in Python-set order, so without
+    # it the same weights make another file (and sha256) on every run (see fashion_mnist_extractor.py).
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, "PYTHONHASHSEED": "0"})
     main()

@@ -20,6 +20,8 @@ LibTorch may not load. Grayscale tables (--channels 1) are replicated to RGB on 
 averaged on the way out.
 """
 import argparse
+import os
+import sys
 
 import torch
 
@@ -102,4 +104,8 @@ def main():
 
 
 if __name__ == "__main__":
+    # One fixed hash seed: TorchScript writes a module's constants in Python-set order, so without
+    # it the same weights make another file (and sha256) on every run (see fashion_mnist_extractor.py).
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, "PYTHONHASHSEED": "0"})
     main()

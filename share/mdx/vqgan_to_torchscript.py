@@ -16,6 +16,8 @@ The module declares what mdx checks on load (mdx(7), "TorchScript tokenizers"):
 Pitfalls: traced at --size, not scripted; save with the LibTorch major version that mdx links.
 """
 import argparse
+import os
+import sys
 
 import torch
 
@@ -107,4 +109,8 @@ def main():
 
 
 if __name__ == "__main__":
+    # One fixed hash seed: TorchScript writes a module's constants in Python-set order, so without
+    # it the same weights make another file (and sha256) on every run (see fashion_mnist_extractor.py).
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, "PYTHONHASHSEED": "0"})
     main()
