@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <string>
 
+#include <unistd.h>
+
 #include "mdx/eval/fid.h"
 #include "mdx/io/hdf5.h"
 #include "mdx/util/error.h"
@@ -33,7 +35,10 @@ double frechet_by_general_eigenvalues(const at::Tensor& mu1, const at::Tensor& s
   return d.dot(d).item<double>() + s1.trace().item<double>() + s2.trace().item<double>() - 2 * tr;
 }
 
-std::string temp_path(const char* name) { return std::string("/tmp/mdx-unit-fid-") + name; }
+// Per process: ctest runs each test case as a process of its own, two at a time.
+std::string temp_path(const char* name) {
+  return "/tmp/mdx-unit-fid-" + std::to_string(::getpid()) + "-" + name;
+}
 
 }  // namespace
 

@@ -6,6 +6,8 @@
 #include <fstream>
 #include <string>
 
+#include <unistd.h>
+
 #include "mdx/util/error.h"
 #include "mdx/util/sha256.h"
 
@@ -13,7 +15,10 @@ using namespace mdx;
 
 namespace {
 
-std::string temp_path(const char* name) { return std::string("/tmp/mdx-unit-sha256-") + name; }
+// Per process: ctest runs each test case as a process of its own, two at a time.
+std::string temp_path(const char* name) {
+  return "/tmp/mdx-unit-sha256-" + std::to_string(::getpid()) + "-" + name;
+}
 
 std::string hash_of_file(const std::string& bytes) {
   const std::string p = temp_path("file");
