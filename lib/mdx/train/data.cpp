@@ -12,12 +12,35 @@
 namespace mdx {
 
 namespace {
+// A table's pre-extracted tokens are read whole: they must fit the budget.
+void check_budget(double bytes, int64_t budget_bytes, const char* what) {
+  if (bytes > static_cast<double>(budget_bytes))
+    throw Error(fmt::format("the table's pre-extracted {} ({:.1f} GiB) exceed --memory-budget and are read whole; "
+                            "raise it, or train from the images",
+                            what, bytes / double(1 << 30)));
+}
+
+// Rows [0, n) in chunks of 8192, each read(start, count) under the HDF5 lock, with progress.
+template <class Read>
+void read_whole(const char* what, int64_t n, Read read) {
+  Progress progress(what, n, "images");
+  const int64_t chunk = 8192;
+  for (int64_t s = 0; s < n; s += chunk) {
+    int64_t c = std::min(chunk, n - s);
+    h5::LockGuard lock;
+    read(s, c);
+    progress.advance(c);
+  }
+  progress.finish();
+}
+
 at::Generator generator(uint64_t seed, int64_t epoch, int64_t salt) {
   return compat::cpu_generator(seed * 1000003ULL + static_cast<uint64_t>(epoch) * 7919ULL + static_cast<uint64_t>(salt) + 1);
 }
 }  // namespace
 
-TrainingData::TrainingData(const ImageTable& table, int64_t batch, uint64_t seed, int64_t budget_bytes, bool latents)
+TrainingData::TrainingData(const ImageTable& table, int64_t batch, uint64_t seed, int64_t budget_bytes, bool latents,
+                           int64_t vocabulary)
     : table_(table), batch_(batch), spe_(std::max<int64_t>(1, table.size() / batch)), seed_(seed) {
   const int64_t n = table.size(), bytes = table.image_bytes();
   if (n == 0) throw Error(fmt::format("the training table ('{}') holds no images", fmt::join(table.paths(), "', '")));
@@ -33,41 +56,27 @@ TrainingData::TrainingData(const ImageTable& table, int64_t batch, uint64_t seed
   }
   if (latents && table.posterior_identity().empty()) {
     const int64_t L = table.code_tokens();
-    const double gib = double(n) * L * 8 / double(1 << 30);
-    if (gib * double(1 << 30) > static_cast<double>(budget_bytes))
-      throw Error(fmt::format("the table's pre-extracted codes ({:.1f} GiB) exceed --memory-budget and are read "
-                              "whole; raise it, or train from the images",
-                              gib));
+    check_budget(double(n) * L * 8, budget_bytes, "codes");
     codes_ = at::empty({n, L}, at::kLong);
-    Progress progress("loading codes", n, "images");
-    const int64_t chunk = 8192;
-    for (int64_t s = 0; s < n; s += chunk) {
-      int64_t c = std::min(chunk, n - s);
-      h5::LockGuard lock;
-      table.read_codes(s, c, codes_.data_ptr<int64_t>() + s * L);
-      progress.advance(c);
+    read_whole("loading codes", n,
+               [&](int64_t s, int64_t c) { table.read_codes(s, c, codes_.data_ptr<int64_t>() + s * L); });
+    // Ids of the tokenizer's codebook only: a stray one would index past the model's code table.
+    at::Tensor bad = ((codes_ < 0) | (codes_ >= vocabulary)).flatten().nonzero();
+    if (bad.size(0) > 0) {
+      const int64_t i = bad[0][0].item<int64_t>();
+      throw Error(fmt::format("the table's pre-extracted codes hold {} (image {}), outside the tokenizer's 0..{}",
+                              codes_.flatten()[i].item<int64_t>(), i / L, vocabulary - 1));
     }
-    progress.finish();
     return;
   }
   if (latents) {
     const int64_t L = table.latent_tokens(), D = table.latent_values();
-    const double gib = 2.0 * n * L * D * 4 / double(1 << 30);
-    if (gib * double(1 << 30) > static_cast<double>(budget_bytes))
-      throw Error(fmt::format("the table's pre-extracted latents ({:.1f} GiB) exceed --memory-budget and are read "
-                              "whole; raise it, or train from the images",
-                              gib));
+    check_budget(2.0 * n * L * D * 4, budget_bytes, "latents");
     mean_ = at::empty({n, L, D}, at::kFloat);
     logvar_ = at::empty({n, L, D}, at::kFloat);
-    Progress progress("loading latents", n, "images");
-    const int64_t chunk = 8192;
-    for (int64_t s = 0; s < n; s += chunk) {
-      int64_t c = std::min(chunk, n - s);
-      h5::LockGuard lock;
+    read_whole("loading latents", n, [&](int64_t s, int64_t c) {
       table.read_posterior(s, c, mean_.data_ptr<float>() + s * L * D, logvar_.data_ptr<float>() + s * L * D);
-      progress.advance(c);
-    }
-    progress.finish();
+    });
     if (!at::isfinite(mean_).all().item<bool>() || !at::isfinite(logvar_).all().item<bool>())
       throw Error(fmt::format("the pre-extracted latents of '{}' hold NaN or infinite values",
                               fmt::join(table.paths(), "', '")));

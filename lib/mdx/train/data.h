@@ -16,8 +16,10 @@ namespace mdx {
 class TrainingData {
  public:
   // With `latents`, the batches are the table's pre-extracted posterior (latent_mean,
-  // latent_logvar), or its pre-extracted VQ codes, instead of its images, held in memory whole.
-  TrainingData(const ImageTable& table, int64_t batch, uint64_t seed, int64_t budget_bytes, bool latents = false);
+  // latent_logvar), or its pre-extracted VQ codes (ids 0 .. vocabulary - 1, else an error), instead
+  // of its images, held in memory whole.
+  TrainingData(const ImageTable& table, int64_t batch, uint64_t seed, int64_t budget_bytes, bool latents = false,
+               int64_t vocabulary = 0);
   ~TrainingData();
 
   bool streamed() const { return streamed_; }

@@ -138,7 +138,8 @@ class Frame {
     prov.inputs = run.inputs;
     prov.merge_history(table_.history());
     data_ = std::make_unique<TrainingData>(table_, optim.batch, prov.seed,
-                                           static_cast<int64_t>(run.memory_budget * (1LL << 30)), latents_);
+                                           static_cast<int64_t>(run.memory_budget * (1LL << 30)), latents_,
+                                           learner.code_vocabulary());
     // A run continued (--resume) or fine-tuned (--init) keeps the architecture it started with.
     const bool from_checkpoint = !run.init.empty() || run.resume;
     if (from_checkpoint) {

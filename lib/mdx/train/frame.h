@@ -109,6 +109,8 @@ class Learner {
   // Whether it reads the table's pre-extracted latents (mdx-tokenize --tokenizer) instead of its
   // images; asked once, before the batches are loaded.
   virtual bool reads_latents(const ImageTable& /*table*/) { return false; }
+  // When it reads the table's VQ codes: the size of their codebook (the ids they may hold).
+  virtual int64_t code_vocabulary() const { return 0; }
   virtual double default_ema(int64_t /*batch*/) const { return 0; }
   virtual Augment default_augment() const { return {}; }
   // The loss of rows `rows` of a batch; `gen` is the run's generator, drawn from in the same order

@@ -62,7 +62,7 @@ class DiffusionLearner : public Learner {
     if (opt_.objective.tokenizer.empty() || made_by.empty()) return false;
     given_ = load_tokenizer_file(opt_.objective.tokenizer);
     if (given_->identity() != made_by) return false;
-    if (!posterior) check_codes(table);
+    if (!posterior) check_code_count(table);
     log("reading the table's pre-extracted {} of '{}' (no encoding)", posterior ? "latents" : "codes",
         opt_.objective.tokenizer);
     return true;
@@ -224,25 +224,16 @@ class DiffusionLearner : public Learner {
     return nullptr;
   }
 
-  // The table's codes are ids of --tokenizer's codebook, as many per image as its grid has cells:
-  // a stray id would index past the code table (damage, as a NaN in latents is).
-  void check_codes(const ImageTable& table) const {
+  // The table's codes are as many per image as --tokenizer's grid has cells; their ids are checked
+  // against its codebook (code_vocabulary) as TrainingData loads them.
+  void check_code_count(const ImageTable& table) {
     const TokenGeometry g = given_->geometry(table.height(), table.width(), table.channels());
-    const int64_t L = table.code_tokens(), n = table.size();
-    if (L != g.tokens())
-      throw Error(fmt::format("the table's pre-extracted codes are {} per image; '{}' makes {}", L,
+    if (table.code_tokens() != g.tokens())
+      throw Error(fmt::format("the table's pre-extracted codes are {} per image; '{}' makes {}", table.code_tokens(),
                               opt_.objective.tokenizer, g.tokens()));
-    std::vector<int64_t> ids;
-    for (int64_t s = 0; s < n; s += 8192) {
-      const int64_t c = std::min<int64_t>(8192, n - s);
-      ids.resize(static_cast<size_t>(c * L));
-      table.read_codes(s, c, ids.data());
-      for (size_t i = 0; i < ids.size(); ++i)
-        if (ids[i] < 0 || ids[i] >= g.vocabulary)
-          throw Error(fmt::format("the table's pre-extracted codes hold {} (image {}), outside 0..{} of '{}'", ids[i],
-                                  s + static_cast<int64_t>(i) / L, g.vocabulary - 1, opt_.objective.tokenizer));
-    }
+    code_vocabulary_ = g.vocabulary;
   }
+  int64_t code_vocabulary() const override { return code_vocabulary_; }
 
   // The clean tokens of a batch: the tokenizer's (the posterior mean), a draw from a VAE's
   // posterior (z = mean + exp(logvar / 2) eps, drawn for the whole batch), or the same from the
@@ -304,6 +295,7 @@ class DiffusionLearner : public Learner {
   MaskedDiffusionAutoencoder model_{nullptr};
   std::shared_ptr<const Tokenizer> given_;  // --tokenizer, once read
   bool sample_posterior_ = false;           // --posterior, resolved
+  int64_t code_vocabulary_ = 0;             // reading the table's codes: --tokenizer's codebook size
   int64_t table_size_ = 0;
 };
 
