@@ -467,7 +467,8 @@ fi
 if [ "$lanes" = 2 ]; then
   # The main lane (in the background, its log DIR/logs/<its first row>.log: umd.log but for --rows
   # without umd or dit): the classifier, the main row's pre-training, then its embedding and probe as
-  # a third process beside its fine-tune and samples. This lane: the token spaces, the strips, the pixel probes, the other rows.
+  # a third process beside its fine-tune and samples. This lane: the token spaces, the strips, the
+  # pixel probes, the other rows.
   mkdir -p "$dir/logs"
   if [ "$compare" = 1 ] && step 4; then
     # The reference of equal compute, measured once before the lanes share it.
@@ -545,17 +546,22 @@ if step 9; then
     into "$dir/fid/${point%%:*}.json" run "${bin}mdx-fid" "${point#*:}" "$dir/fid/test.stats.h5" $features
     tables="$tables ${point#*:}"
   done
+  # A judge's JSON lines, one per table in the order measured, into fid/<name>.<SUFFIX>.json:
+  # per_table JSONL SUFFIX.
+  per_table() {
+    n=1
+    for point in $measured; do
+      sed -n "${n}p" "$1" > "$dir/fid/${point%%:*}.$2.json"
+      n=$(( n + 1 ))
+    done
+  }
   # The share of each table's images the classifier names as the class asked for (one JSON line per
   # table, in the order given): the samples', and the floor's training images.
   if [ -f "$classifier" ]; then
     # shellcheck disable=SC2086
     into "$dir/fid/classified.jsonl" run /usr/bin/python3 "$share/fashion_mnist_extractor.py" --model "$classifier" \
       --classify $tables
-    n=1
-    for point in $measured; do
-      sed -n "${n}p" "$dir/fid/classified.jsonl" > "$dir/fid/${point%%:*}.class.json"
-      n=$(( n + 1 ))
-    done
+    per_table "$dir/fid/classified.jsonl" class
   fi
   # A second judge that shares no code or training with the project: scikit-learn's 5-NN on the
   # pixels of the last 20 000 training images (the floor's training images are the first ones),
@@ -563,11 +569,7 @@ if step 9; then
   # shellcheck disable=SC2086
   into "$dir/fid/knn.jsonl" run /usr/bin/python3 "$share/pixel_knn.py" "$dir/train.h5" $tables \
     --test "$dir/test-probe.h5"
-  n=1
-  for point in $measured; do
-    sed -n "${n}p" "$dir/fid/knn.jsonl" > "$dir/fid/${point%%:*}.knn.json"
-    n=$(( n + 1 ))
-  done
+  per_table "$dir/fid/knn.jsonl" knn
 fi
 
 if step 10; then
